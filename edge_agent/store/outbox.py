@@ -1,0 +1,596 @@
+"""SQLite outbox: group-committed, class-aware, budgeted, self-healing on corruption.
+
+One writer thread owns every write. Producers hand it records and wait on a Future that resolves
+only after the commit that contains the record; all records queued meanwhile share that commit (and
+its single fsync). Transaction records switch the commit to synchronous=FULL; measurement and state
+commits run at NORMAL (WAL: durable at the next checkpoint, never corrupt).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_agent.records import DataClass, PutResult, Record, StoredRow, to_ranges
+from edge_agent.store.migrations import migrate
+from edge_agent.store.seqguard import SeqGuard
+
+logger = logging.getLogger(__name__)
+
+ROW_OVERHEAD = 48  # bytes a row costs beyond its body: seq, ts, kind, b-tree cell
+TABLE = {c: f"ob_{c.value}" for c in DataClass}
+MAX_KIND = 64
+
+
+class OutboxError(Exception):
+    """Base of outbox errors."""
+
+
+class OutboxFull(OutboxError):
+    """A transaction record could not be made durable: no space left."""
+
+
+class OutboxClosed(OutboxError):
+    """The outbox is closed."""
+
+
+@dataclass
+class StorePolicy:
+    """Budget and retention; `ttl_s` of None keeps records until delivered."""
+
+    budget_bytes: int = 256 * 1024 * 1024
+    ttl_s: dict[DataClass, float | None] = field(
+        default_factory=lambda: {
+            DataClass.TRANSACTION: None,
+            DataClass.MEASUREMENT: 7 * 86400.0,
+            DataClass.STATE: 7 * 86400.0,
+        }
+    )
+    max_commit_records: int = 20_000
+    hard_cap_bytes: int | None = None  # SQLite max_page_count: a size-limited database file
+
+
+@dataclass
+class _Put:
+    rec: Record
+    fut: Future[PutResult]
+
+
+@dataclass
+class _PutMany:
+    recs: list[Record]
+    fut: Future[list[PutResult]]
+
+
+@dataclass
+class _Ack:
+    cls: DataClass
+    ranges: list[list[int]]
+    skip_ids: list[int]
+    fut: Future[int]
+
+
+@dataclass
+class _Call:
+    fn: Callable[[sqlite3.Connection], Any]
+    fut: Future[Any]
+
+
+_STOP = object()
+
+
+def _is_full(err: sqlite3.Error) -> bool:
+    return isinstance(err, sqlite3.OperationalError) and "full" in str(err).lower()
+
+
+def _is_corrupt(err: sqlite3.Error) -> bool:
+    text = str(err).lower()
+    return isinstance(err, sqlite3.DatabaseError) and (
+        "malformed" in text or "not a database" in text or "corrupt" in text
+    )
+
+
+class Outbox:
+    """Durable FIFO of records per data class, with idempotency keys (device, seq)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        policy: StorePolicy | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.policy = policy or StorePolicy()
+        self.clock = clock
+        self.guard = SeqGuard(self.path.with_name(self.path.name + ".seq"))
+        self.alerts: list[dict[str, Any]] = []  # raised at open, also queued as transaction records
+        self.epoch = 0
+        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._closed = False
+        self._bytes = 0
+        self._sync_mode = ""
+        self._lock = threading.Lock()
+        self.committed = threading.Event()  # set after each commit that added records (uplink wakes)
+        self._w = self._open_writer()
+        self._r = self._connect(readonly=True)
+        self._thread = threading.Thread(target=self._run, name="outbox-writer", daemon=True)
+        self._thread.start()
+        for alert in self.alerts:
+            self.submit(Record(DataClass.TRANSACTION, "agent.alert", json.dumps(alert), self.clock()))
+
+    # ---------------------------------------------------------------- opening and healing
+
+    def _connect(self, readonly: bool = False) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA busy_timeout=30000")
+        if readonly:
+            conn.execute("PRAGMA query_only=1")
+        return conn
+
+    def _open_writer(self) -> sqlite3.Connection:
+        fresh = not self.path.exists() or self.path.stat().st_size == 0
+        try:
+            conn = self._connect()
+            self._check(conn)
+        except sqlite3.DatabaseError as err:
+            self._quarantine(str(err))
+            fresh = True
+            conn = self._connect()
+        self._prepare(conn, fresh)
+        return conn
+
+    def _check(self, conn: sqlite3.Connection) -> None:
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise sqlite3.DatabaseError(f"cannot enable WAL (journal_mode={mode})")
+        result = conn.execute("PRAGMA quick_check").fetchone()[0]
+        if result != "ok":
+            raise sqlite3.DatabaseError(f"corrupt: quick_check says {result}")
+
+    def _quarantine(self, reason: str) -> None:
+        """Move a broken database aside (kept for upload) so a fresh one can start."""
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self.clock()))
+        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        n = 0
+        while target.exists():
+            n += 1
+            target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(str(self.path) + suffix)
+            if src.exists():
+                os.replace(src, Path(str(target) + suffix))
+        logger.error("outbox database %s is corrupt (%s): quarantined as %s", self.path, reason, target)
+        self.alerts.append({"alert": "store.quarantined", "file": target.name, "reason": reason[:200]})
+
+    def _prepare(self, conn: sqlite3.Connection, fresh: bool) -> None:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        self._sync_mode = "FULL"
+        if self.policy.hard_cap_bytes:
+            page = conn.execute("PRAGMA page_size").fetchone()[0]
+            conn.execute(f"PRAGMA max_page_count={max(16, self.policy.hard_cap_bytes // page)}")
+        migrate(conn)
+        row = conn.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
+        db_next = None if fresh or row is None else int(row[0])
+        next_seq, new_epoch = self.guard.start_for(db_next, int(self.clock() * 1_000_000))
+        if new_epoch:
+            if db_next is not None:
+                logger.warning("outbox seq %d is behind the guard: restored copy? new epoch %d",
+                               db_next, next_seq)
+                self.alerts.append({"alert": "store.seq_rewind", "db_next": db_next, "epoch": next_seq})
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('next_seq', ?), ('epoch', ?)",
+                         (next_seq, next_seq))
+            self.guard.reserve(next_seq)
+        epoch_row = conn.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()
+        self.epoch = int(epoch_row[0]) if epoch_row else next_seq
+        self._bytes = sum(
+            conn.execute(f"SELECT COALESCE(SUM(length(body)),0) + {ROW_OVERHEAD}*COUNT(*) FROM {t}")
+            .fetchone()[0]
+            for t in TABLE.values()
+        )
+
+    def _reopen_after_corruption(self, err: sqlite3.Error) -> None:
+        for conn in (self._w, self._r):
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+        self._quarantine(str(err))
+        self._w = self._connect()
+        self._prepare(self._w, fresh=True)
+        self._r = self._connect(readonly=True)
+        for alert in self.alerts[-1:]:
+            self._q.put(_Put(Record(DataClass.TRANSACTION, "agent.alert", json.dumps(alert), self.clock()),
+                             Future()))
+
+    # ---------------------------------------------------------------- producer API
+
+    def submit(self, rec: Record) -> Future[PutResult]:
+        """Queue a record; the Future resolves once it is durable (or dropped, for measurements)."""
+        if self._closed:
+            raise OutboxClosed("outbox is closed")
+        if not rec.kind or len(rec.kind) > MAX_KIND:
+            raise ValueError(f"record kind must be 1..{MAX_KIND} characters, got {rec.kind!r}")
+        if rec.cls is DataClass.STATE and not rec.key:
+            raise ValueError(f"state record {rec.kind!r} needs a coalescing key")
+        fut: Future[PutResult] = Future()
+        self._q.put(_Put(rec, fut))
+        return fut
+
+    def put(
+        self,
+        cls: DataClass | str,
+        kind: str,
+        body: Any,
+        *,
+        key: str | None = None,
+        ts: float | None = None,
+        timeout: float | None = 30.0,
+    ) -> PutResult:
+        """Store one record and return once it is durable. Raises OutboxFull for an unstorable
+        transaction; a measurement that cannot be kept comes back with `dropped` set."""
+        return self.submit(self.make_record(cls, kind, body, key=key, ts=ts)).result(timeout)
+
+    def put_many(self, records: list[Record], timeout: float | None = 60.0) -> list[PutResult]:
+        """Store many records in one commit (bulk producers, backfills)."""
+        if self._closed:
+            raise OutboxClosed("outbox is closed")
+        for rec in records:
+            if rec.cls is DataClass.STATE and not rec.key:
+                raise ValueError(f"state record {rec.kind!r} needs a coalescing key")
+        fut: Future[list[PutResult]] = Future()
+        self._q.put(_PutMany(list(records), fut))
+        return fut.result(timeout)
+
+    def make_record(
+        self, cls: DataClass | str, kind: str, body: Any, *, key: str | None = None, ts: float | None = None
+    ) -> Record:
+        """Validate and encode a record (ValueError on bad input; nothing is queued)."""
+        cls = DataClass(cls)
+        if isinstance(body, str):
+            json.loads(body)  # must already be JSON text
+            text = body
+        else:
+            try:
+                text = json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"record body of {kind!r} is not JSON-encodable: {err}") from err
+        return Record(cls, kind, text, self.clock() if ts is None else float(ts), key)
+
+    # ---------------------------------------------------------------- uplink API
+
+    def fetch(self, cls: DataClass, after: int, before: int | None = None, limit: int = 5000,
+              max_bytes: int = 1 << 20) -> list[StoredRow]:
+        """Oldest undelivered rows of one class with after < seq < before."""
+        sql = f"SELECT seq, ts, kind, body FROM {TABLE[cls]} WHERE seq > ?"
+        args: list[Any] = [after]
+        if before is not None:
+            sql += " AND seq < ?"
+            args.append(before)
+        sql += " ORDER BY seq LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            rows = self._r.execute(sql, args).fetchall()
+        out, size = [], 0
+        for seq, ts, kind, body in rows:
+            size += len(body) + 24
+            if out and size > max_bytes:
+                break
+            out.append(StoredRow(seq, ts, kind, body))
+        return out
+
+    def pending_skips(self, limit: int = 64) -> list[tuple[int, int, int, str]]:
+        """(id, first, last, reason) of seq ranges dropped on purpose, to announce to the hub."""
+        with self._lock:
+            return self._r.execute(
+                "SELECT id, first, last, reason FROM skipped ORDER BY id LIMIT ?", (limit,)).fetchall()
+
+    def ack(self, cls: DataClass, ranges: Iterable[Iterable[int]], skip_ids: Iterable[int] = ()) -> Future[int]:
+        """Delete rows the hub confirmed as committed; the Future gives the number deleted."""
+        clean = [[int(a), int(b)] for a, b in ranges]
+        fut: Future[int] = Future()
+        if self._closed:
+            fut.set_exception(OutboxClosed("outbox is closed"))
+            return fut
+        self._q.put(_Ack(DataClass(cls), clean, [int(i) for i in skip_ids], fut))
+        return fut
+
+    def call(self, fn: Callable[[sqlite3.Connection], Any]) -> Future[Any]:
+        """Run fn(conn) on the writer thread inside a transaction."""
+        fut: Future[Any] = Future()
+        self._q.put(_Call(fn, fut))
+        return fut
+
+    def next_seq(self) -> int:
+        with self._lock:
+            return int(self._r.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()[0])
+
+    # ---------------------------------------------------------------- maintenance and stats
+
+    def set_runtime(self, values: dict[str, Any]) -> None:
+        """Record agent state (broker connection, totals) for `edge-agent status`."""
+        now = self.clock()
+        rows = [(k, json.dumps(v), now) for k, v in values.items()]
+        self.call(lambda c: c.executemany("INSERT OR REPLACE INTO runtime VALUES (?,?,?)", rows))
+
+    def expire(self) -> Future[Any]:
+        """Drop records past their class TTL (counted)."""
+        return self.call(self._expire)
+
+    def _expire(self, conn: sqlite3.Connection) -> int:
+        total = 0
+        for cls, ttl in self.policy.ttl_s.items():
+            if ttl is None or cls is DataClass.TRANSACTION:
+                continue
+            rows = conn.execute(f"DELETE FROM {TABLE[cls]} WHERE ts < ? RETURNING seq, length(body)",
+                                (self.clock() - ttl,)).fetchall()
+            total += self._account_drop(conn, cls, rows, "ttl")
+        return total
+
+    def _account_drop(self, conn: sqlite3.Connection, cls: DataClass, rows: list[Any], reason: str) -> int:
+        if not rows:
+            return 0
+        self._bytes -= sum(r[1] + ROW_OVERHEAD for r in rows)
+        conn.executemany("INSERT INTO skipped (first, last, reason) VALUES (?,?,?)",
+                         [(a, b, reason) for a, b in to_ranges([r[0] for r in rows])])
+        self._count(conn, f"dropped.{cls.value}.{reason}", len(rows))
+        logger.warning("dropped %d %s records (%s)", len(rows), cls.value, reason)
+        return len(rows)
+
+    def _count(self, conn: sqlite3.Connection, name: str, n: int) -> None:
+        conn.execute("INSERT INTO counters VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value=value+?",
+                     (name, n, n))
+
+    def _enforce_budget(self, conn: sqlite3.Connection) -> None:
+        """Drop the oldest measurements, then the oldest states, while over the byte budget."""
+        for cls in (DataClass.MEASUREMENT, DataClass.STATE):
+            while self._bytes > self.policy.budget_bytes:
+                excess = self._bytes - self.policy.budget_bytes
+                n = max(1, excess // 256 + 1)
+                rows = conn.execute(
+                    f"DELETE FROM {TABLE[cls]} WHERE seq IN (SELECT seq FROM {TABLE[cls]} ORDER BY seq"
+                    " LIMIT ?) RETURNING seq, length(body)", (n,)).fetchall()
+                if not rows:
+                    break
+                self._account_drop(conn, cls, rows, "budget")
+
+    def stats(self) -> dict[str, Any]:
+        """Queue depth and oldest age per class, drop counters, bytes, quarantined files."""
+        now = self.clock()
+        out: dict[str, Any] = {"classes": {}, "bytes": self._bytes, "epoch": self.epoch}
+        with self._lock:
+            for cls, table in TABLE.items():
+                n, oldest = self._r.execute(f"SELECT COUNT(*), MIN(ts) FROM {table}").fetchone()
+                out["classes"][cls.value] = {"depth": n, "oldest_age_s": (now - oldest) if oldest else 0.0}
+            out["counters"] = dict(self._r.execute("SELECT name, value FROM counters").fetchall())
+        out["quarantined"] = sorted(p.name for p in self.path.parent.glob(self.path.name + ".corrupt-*")
+                                    if not p.name.endswith(("-wal", "-shm")))
+        return out
+
+    def depth(self) -> int:
+        with self._lock:
+            return sum(self._r.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in TABLE.values())
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Finish queued work, then close; later calls raise OutboxClosed."""
+        if self._closed:
+            return
+        self._closed = True
+        self._q.put(_STOP)
+        self._thread.join(timeout)
+        with self._lock:
+            self._r.close()
+        self._w.close()
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- writer thread
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            ops = [self._q.get()]
+            while len(ops) < self.policy.max_commit_records:
+                try:
+                    ops.append(self._q.get_nowait())
+                except queue.Empty:
+                    break
+            if _STOP in ops:
+                stop = True
+                ops = [o for o in ops if o is not _STOP]
+            if ops:
+                self._apply(ops)
+        # Anything queued after the stop marker is refused, not silently lost.
+        while True:
+            try:
+                op = self._q.get_nowait()
+            except queue.Empty:
+                break
+            if op is not _STOP and not op.fut.done():
+                op.fut.set_exception(OutboxClosed("outbox closed before write"))
+
+    def _apply(self, ops: list[Any]) -> None:
+        puts = [o for o in ops if isinstance(o, (_Put, _PutMany))]
+        try:
+            results = self._commit(puts, [o for o in ops if isinstance(o, _Ack)],
+                                   [o for o in ops if isinstance(o, _Call)])
+        except sqlite3.Error as err:
+            if _is_corrupt(err):
+                self._reopen_after_corruption(err)
+                self._apply_each(self._expand(ops))
+                return
+            if _is_full(err) and puts:
+                self._apply_when_full(self._expand(ops))
+                return
+            logger.exception("outbox commit failed")
+            for op in ops:
+                if not op.fut.done():
+                    op.fut.set_exception(OutboxError(str(err)))
+            return
+        for op, res in results:
+            if not op.fut.done():
+                op.fut.set_result(res)
+        if puts:
+            self.committed.set()
+
+    def _expand(self, ops: list[Any]) -> list[Any]:
+        """Split bulk puts into single puts whose results are gathered into the bulk Future."""
+        out: list[Any] = []
+        for op in ops:
+            if not isinstance(op, _PutMany):
+                out.append(op)
+                continue
+            subs = [_Put(r, Future()) for r in op.recs]
+            if not subs:
+                op.fut.set_result([])
+            remaining = [len(subs)]
+
+            def done(_: Future[PutResult], subs: list[_Put] = subs, gather: Future[Any] = op.fut,
+                     remaining: list[int] = remaining) -> None:
+                remaining[0] -= 1  # all futures resolve on the writer thread: no lock needed
+                if remaining[0] or gather.done():
+                    return
+                err = next((s.fut.exception() for s in subs if s.fut.exception()), None)
+                if err is not None:
+                    gather.set_exception(err)
+                else:
+                    gather.set_result([s.fut.result() for s in subs])
+
+            for sub in subs:
+                sub.fut.add_done_callback(done)
+            out += subs
+        return out
+
+    def _apply_each(self, ops: list[Any]) -> None:
+        for op in ops:
+            try:
+                self._apply([op])
+            except Exception as err:  # the writer must survive anything one op does
+                if not op.fut.done():
+                    op.fut.set_exception(err)
+
+    def _apply_when_full(self, ops: list[Any]) -> None:
+        """Disk or cap full: refuse measurements, free space, keep transactions if at all possible."""
+        conn = self._w
+        keep = []
+        dropped: dict[DataClass, int] = {}
+        for op in ops:
+            if isinstance(op, _Put) and op.rec.cls is not DataClass.TRANSACTION:
+                dropped[op.rec.cls] = dropped.get(op.rec.cls, 0) + 1
+                op.fut.set_result(PutResult(None, "disk_full"))
+            else:
+                keep.append(op)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.execute("BEGIN IMMEDIATE")
+            for cls, n in dropped.items():
+                self._count(conn, f"dropped.{cls.value}.disk_full", n)
+            rows = conn.execute(
+                f"DELETE FROM {TABLE[DataClass.MEASUREMENT]} WHERE seq IN (SELECT seq FROM "
+                f"{TABLE[DataClass.MEASUREMENT]} ORDER BY seq LIMIT 2000) RETURNING seq, length(body)"
+            ).fetchall()
+            self._account_drop(conn, DataClass.MEASUREMENT, rows, "disk_full")
+            conn.execute("COMMIT")
+        except sqlite3.Error as err:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            logger.error("outbox full and nothing could be freed: %s", err)
+        if dropped:
+            logger.warning("disk full: refused %s", {c.value: n for c, n in dropped.items()})
+        try:
+            results = self._commit([o for o in keep if isinstance(o, _Put)],
+                                   [o for o in keep if isinstance(o, _Ack)],
+                                   [o for o in keep if isinstance(o, _Call)])
+        except sqlite3.Error as err:
+            logger.error("outbox full: %d transaction records refused (%s)", len(keep), err)
+            for op in keep:
+                if not op.fut.done():
+                    op.fut.set_exception(OutboxFull(f"outbox full: {err}"))
+            return
+        for op, res in results:
+            if not op.fut.done():
+                op.fut.set_result(res)
+
+    def _commit(self, puts: list[Any], acks: list[_Ack], calls: list[_Call]) -> list[tuple[Any, Any]]:
+        conn = self._w
+        mode = "FULL" if any(r.cls is DataClass.TRANSACTION for p in puts
+                             for r in (p.recs if isinstance(p, _PutMany) else (p.rec,))) else "NORMAL"
+        if mode != self._sync_mode:
+            conn.execute(f"PRAGMA synchronous={mode}")
+            self._sync_mode = mode
+        results: list[tuple[Any, Any]] = []
+        start_bytes = self._bytes
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if puts:
+                results += self._insert(conn, puts)
+            for ack in acks:
+                results.append((ack, self._delete(conn, ack)))
+            for call in calls:
+                results.append((call, call.fn(conn)))
+            if self._bytes > self.policy.budget_bytes:
+                self._enforce_budget(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            self._bytes = start_bytes
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return results
+
+    def _insert(self, conn: sqlite3.Connection, puts: list[Any]) -> list[tuple[Any, Any]]:
+        seq = int(conn.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()[0])
+        rows: dict[DataClass, list[tuple[Any, ...]]] = {c: [] for c in DataClass}
+        results: list[tuple[Any, Any]] = []
+        coalesced: list[Any] = []
+        for p in puts:
+            got = []
+            for r in p.recs if isinstance(p, _PutMany) else (p.rec,):
+                if r.cls is DataClass.STATE:
+                    coalesced += conn.execute(
+                        "DELETE FROM ob_state WHERE key=? RETURNING seq, length(body)", (r.key,)).fetchall()
+                    # executemany would miss a second update of the same key within this group
+                    conn.execute("INSERT INTO ob_state VALUES (?,?,?,?,?)", (seq, r.ts, r.kind, r.body, r.key))
+                else:
+                    rows[r.cls].append((seq, r.ts, r.kind, r.body))
+                self._bytes += len(r.body) + ROW_OVERHEAD
+                got.append(PutResult(seq))
+                seq += 1
+            results.append((p, got if isinstance(p, _PutMany) else got[0]))
+        for cls in (DataClass.TRANSACTION, DataClass.MEASUREMENT):
+            if rows[cls]:
+                conn.executemany(f"INSERT INTO {TABLE[cls]} VALUES (?,?,?,?)", rows[cls])
+        if coalesced:
+            self._account_drop(conn, DataClass.STATE, coalesced, "coalesced")
+        conn.execute("UPDATE meta SET value=? WHERE key='next_seq'", (seq,))
+        self.guard.reserve(seq)  # before COMMIT: the guard always covers committed numbers
+        return results
+
+    def _delete(self, conn: sqlite3.Connection, ack: _Ack) -> int:
+        table = TABLE[ack.cls]
+        n = 0
+        for a, b in ack.ranges:
+            rows = conn.execute(f"DELETE FROM {table} WHERE seq BETWEEN ? AND ? RETURNING length(body)",
+                                (a, b)).fetchall()
+            self._bytes -= sum(r[0] + ROW_OVERHEAD for r in rows)
+            n += len(rows)
+        if ack.skip_ids:
+            conn.executemany("DELETE FROM skipped WHERE id=?", [(i,) for i in ack.skip_ids])
+        if n:
+            self._count(conn, f"acked.{ack.cls.value}", n)
+        return n
