@@ -34,14 +34,17 @@ class Record:
     key: str | None = None  # coalescing key, state records only
 
 
-@dataclass(frozen=True, slots=True)
-class StoredRow:
-    """A record as it sits in the outbox with its idempotency sequence number."""
+@dataclass(slots=True)
+class Block:
+    """Consecutive outbox rows of one class, column by column (cheap to fetch and to encode)."""
 
-    seq: int
-    ts: float
-    kind: str
-    body: str
+    seq: list[int]
+    ts: list[float]
+    kind: list[str]
+    body: list[str]
+
+    def __len__(self) -> int:
+        return len(self.seq)
 
 
 @dataclass(frozen=True, slots=True)

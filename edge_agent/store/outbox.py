@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_agent.records import DataClass, PutResult, Record, StoredRow, to_ranges
+from edge_agent.records import Block, DataClass, PutResult, Record, to_ranges
 from edge_agent.store.migrations import migrate
 from edge_agent.store.seqguard import SeqGuard
 
@@ -271,8 +271,8 @@ class Outbox:
     # ---------------------------------------------------------------- uplink API
 
     def fetch(self, cls: DataClass, after: int, before: int | None = None, limit: int = 5000,
-              max_bytes: int = 1 << 20) -> list[StoredRow]:
-        """Oldest undelivered rows of one class with after < seq < before."""
+              max_bytes: int = 1 << 20) -> Block:
+        """Oldest undelivered rows of one class with after < seq < before, as columns."""
         sql = f"SELECT seq, ts, kind, body FROM {TABLE[cls]} WHERE seq > ?"
         args: list[Any] = [after]
         if before is not None:
@@ -282,13 +282,18 @@ class Outbox:
         args.append(limit)
         with self._lock:
             rows = self._r.execute(sql, args).fetchall()
-        out, size = [], 0
-        for seq, ts, kind, body in rows:
-            size += len(body) + 24
-            if out and size > max_bytes:
-                break
-            out.append(StoredRow(seq, ts, kind, body))
-        return out
+        if not rows:
+            return Block([], [], [], [])
+        seq, ts, kind, body = (list(c) for c in zip(*rows, strict=True))
+        if sum(map(len, body)) + 24 * len(body) > max_bytes:
+            size, n = 0, 0
+            for n, b in enumerate(body):  # noqa: B007 - n is used after the loop
+                size += len(b) + 24
+                if size > max_bytes:
+                    break
+            n = max(n, 1)
+            seq, ts, kind, body = seq[:n], ts[:n], kind[:n], body[:n]
+        return Block(seq, ts, kind, body)
 
     def pending_skips(self, limit: int = 64) -> list[tuple[int, int, int, str]]:
         """(id, first, last, reason) of seq ranges dropped on purpose, to announce to the hub."""
@@ -585,10 +590,14 @@ class Outbox:
         table = TABLE[ack.cls]
         n = 0
         for a, b in ack.ranges:
-            rows = conn.execute(f"DELETE FROM {table} WHERE seq BETWEEN ? AND ? RETURNING length(body)",
-                                (a, b)).fetchall()
-            self._bytes -= sum(r[0] + ROW_OVERHEAD for r in rows)
-            n += len(rows)
+            # Aggregate in SQLite, then delete: no Python object per deleted row.
+            count, size = conn.execute(
+                f"SELECT COUNT(*), COALESCE(SUM(length(body)), 0) FROM {table} WHERE seq BETWEEN ? AND ?",
+                (a, b)).fetchone()
+            if count:
+                conn.execute(f"DELETE FROM {table} WHERE seq BETWEEN ? AND ?", (a, b))
+                self._bytes -= size + ROW_OVERHEAD * count
+                n += count
         if ack.skip_ids:
             conn.executemany("DELETE FROM skipped WHERE id=?", [(i,) for i in ack.skip_ids])
         if n:

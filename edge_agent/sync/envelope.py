@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import gzip
 import io
-import json
 import math
 import re
 import zlib
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import zstandard
 
-from edge_agent.records import DataClass, StoredRow
+from edge_agent.records import Block, DataClass
 
 VERSION = 1
 CONTENT_TYPE = "application/vnd.venue.batch.v1+json"
@@ -86,17 +86,16 @@ def decompress(payload: bytes) -> bytes:
 
 def encode_batch(
     device: str, site: str, cls: DataClass, batch: str, epoch: int, boot: int,
-    rows: list[StoredRow], skipped: list[tuple[int, int, int, str]], compression: str = "zstd",
+    rows: Block, skipped: list[tuple[int, int, int, str]], compression: str = "zstd",
 ) -> bytes:
     """Serialise rows of one class as a columnar JSON document, compressed."""
     doc = {
         "v": VERSION, "device": device, "site": site, "class": cls.value, "batch": batch,
         "epoch": epoch, "boot": boot,
-        "seq": [r.seq for r in rows], "ts": [r.ts for r in rows],
-        "kind": [r.kind for r in rows], "body": [r.body for r in rows],
+        "seq": rows.seq, "ts": rows.ts, "kind": rows.kind, "body": rows.body,
         "skipped": [list(s) for s in skipped],
     }
-    return compress(json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode(), compression)
+    return compress(orjson.dumps(doc), compression)
 
 
 def _load(payload: bytes) -> dict[str, Any]:
@@ -104,8 +103,8 @@ def _load(payload: bytes) -> dict[str, Any]:
         raise EnvelopeError("payload must be bytes")
     raw = decompress(bytes(payload))
     try:
-        doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as err:
         raise EnvelopeError(f"not JSON: {err}") from err
     if not isinstance(doc, dict):
         raise EnvelopeError("envelope must be a JSON object")
@@ -145,15 +144,18 @@ def decode_batch(payload: bytes) -> Batch:
     if n > MAX_RECORDS:
         raise EnvelopeError(f"more than {MAX_RECORDS} records in one batch")
     seq, ts, kind, body = cols["seq"], cols["ts"], cols["kind"], cols["body"]
-    if not all(type(s) is int and 0 < s < 2**63 for s in seq):
+    # Whole-column checks in C (set/map/min/max) instead of a Python loop per record.
+    if n and (set(map(type, seq)) != {int} or min(seq) <= 0 or max(seq) >= 2**63):
         raise EnvelopeError("seq values must be positive 63-bit integers")
     if len(set(seq)) != n:
         raise EnvelopeError("seq values repeat within the batch")
-    if not all(type(t) in (int, float) and math.isfinite(t) for t in ts):
-        raise EnvelopeError("ts values must be finite numbers")
-    if not all(isinstance(k, str) and 0 < len(k) <= 64 for k in kind):
+    if n and not set(map(type, ts)) <= {int, float}:
+        raise EnvelopeError("ts values must be numbers")
+    if n and not math.isfinite(math.fsum(ts)) and not all(map(math.isfinite, ts)):
+        raise EnvelopeError("ts values must be finite")
+    if not set(map(type, kind)) <= {str} or not all(0 < len(k) <= 64 for k in set(kind)):
         raise EnvelopeError("kind values must be strings of 1..64 characters")
-    if not all(isinstance(b, str) for b in body):
+    if not set(map(type, body)) <= {str}:
         raise EnvelopeError("body values must be JSON text strings")
     skipped = doc.get("skipped", [])
     if not isinstance(skipped, list) or not all(
@@ -166,7 +168,7 @@ def decode_batch(payload: bytes) -> Batch:
         raise EnvelopeError("batch id must be a string of 1..64 characters")
     return Batch(
         device=_ident(doc, "device"), site=_ident(doc, "site"), cls=cls, batch=batch,
-        epoch=_int(doc, "epoch"), boot=_int(doc, "boot"), seq=seq, ts=[float(t) for t in ts],
+        epoch=_int(doc, "epoch"), boot=_int(doc, "boot"), seq=seq, ts=ts,
         kind=kind, body=body, skipped=[(s[0], s[1], s[2], s[3]) for s in skipped],
     )
 
@@ -189,7 +191,7 @@ def encode_ack(ack: Ack) -> bytes:
                            "ranges": ack.ranges, "skips": ack.skip_ids, "stored": ack.stored, "dup": ack.dup}
     if ack.error:
         doc["error"] = ack.error
-    return json.dumps(doc, separators=(",", ":")).encode()
+    return orjson.dumps(doc)
 
 
 def decode_ack(payload: bytes) -> Ack:

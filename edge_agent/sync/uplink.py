@@ -26,7 +26,7 @@ from paho.mqtt.properties import Properties
 
 from edge_agent import __version__
 from edge_agent.config.models import DeviceConfig, MqttConfig, SyncConfig
-from edge_agent.records import PRIORITY, DataClass, StoredRow
+from edge_agent.records import PRIORITY, Block, DataClass
 from edge_agent.store.outbox import Outbox
 from edge_agent.sync import envelope
 from edge_agent.sync.backoff import Backoff, TokenBucket
@@ -309,12 +309,12 @@ class Uplink:
             self._live_cur[cls] = nxt - 1
             self._back_cur[cls] = 0
 
-    def _next_rows(self) -> tuple[DataClass, list[StoredRow], bool] | None:
+    def _next_rows(self) -> tuple[DataClass, Block, bool] | None:
         limit, max_bytes = self.sync.batch_max_records, self.sync.batch_max_kb * 1024
         for cls in PRIORITY:
             rows = self.outbox.fetch(cls, self._live_cur[cls], limit=limit, max_bytes=max_bytes)
             if rows:
-                self._live_cur[cls] = rows[-1].seq
+                self._live_cur[cls] = rows.seq[-1]
                 return cls, rows, True
         budget = self._bucket.available()
         if budget <= 0:
@@ -325,7 +325,7 @@ class Uplink:
             rows = self.outbox.fetch(cls, self._back_cur[cls], before=self._live_floor[cls],
                                      limit=min(limit, budget), max_bytes=max_bytes)
             if rows:
-                self._back_cur[cls] = rows[-1].seq
+                self._back_cur[cls] = rows.seq[-1]
                 self._bucket.take(len(rows))
                 return cls, rows, False
             self._back_cur[cls] = self._live_floor[cls]
@@ -345,38 +345,44 @@ class Uplink:
         item.mid = info.mid
 
     def _send_pass(self) -> int:
-        """Re-send timed-out batches, then fill the window; return batches published."""
+        """Re-send timed-out batches, then fill the window; return batches published.
+
+        The lock is held only around the in-flight table: fetching and encoding run without it so the
+        network thread can process acks meanwhile.
+        """
         now = self.clock()
         sent = 0
         with self._lk:
             for bid, item in list(self._inflight.items()):
-                timeout = min(self.sync.ack_timeout_s * (2 ** (item.tries - 1)), 300)
+                # Exponential per batch, capped so a hub back from a long outage is served soon.
+                timeout = self.sync.ack_timeout_s * min(2 ** (item.tries - 1), 4)
                 if now - item.sent_at >= timeout:
                     item.tries += 1
                     item.sent_at = now
                     self.stats.resends += 1
                     self._publish(bid, item)
                     sent += 1
+            room = self.sync.window - len(self._inflight)
             in_flight_skips = {i for it in self._inflight.values() for i in it.skip_ids}
-            while len(self._inflight) < self.sync.window:
-                picked = self._next_rows()
-                if picked is None:
-                    break
-                cls, rows, live = picked
-                skips = [s for s in self.outbox.pending_skips() if s[0] not in in_flight_skips]
-                in_flight_skips.update(s[0] for s in skips)
-                self._batch_no += 1
-                bid = f"{self.boot:x}-{self._session:x}-{self._batch_no:x}"
-                payload = envelope.encode_batch(self.device.id, self.device.site, cls, bid,
-                                                self.outbox.epoch, self.boot, rows, skips,
-                                                self.sync.compression)
-                item = Inflight(cls, payload, rows[0].seq, rows[-1].seq, len(rows),
-                                [s[0] for s in skips], live, now)
+        while room > 0:
+            picked = self._next_rows()
+            if picked is None:
+                break
+            cls, rows, live = picked
+            skips = [s for s in self.outbox.pending_skips() if s[0] not in in_flight_skips]
+            in_flight_skips.update(s[0] for s in skips)
+            self._batch_no += 1
+            bid = f"{self.boot:x}-{self._session:x}-{self._batch_no:x}"
+            payload = envelope.encode_batch(self.device.id, self.device.site, cls, bid, self.outbox.epoch,
+                                            self.boot, rows, skips, self.sync.compression)
+            item = Inflight(cls, payload, rows.seq[0], rows.seq[-1], len(rows), [s[0] for s in skips], live, now)
+            with self._lk:
                 self._inflight[bid] = item
                 self._publish(bid, item)
-                self.stats.batches_sent += 1
-                self.stats.records_sent += len(rows)
-                sent += 1
+            self.stats.batches_sent += 1
+            self.stats.records_sent += len(rows)
+            room -= 1
+            sent += 1
         return sent
 
     def _send_loop(self) -> None:
