@@ -96,7 +96,7 @@ class Uplink:
         self.stats = UplinkStats()
         self.protocol = mqtt.MQTTv5 if mqtt_cfg.protocol == "5" else mqtt.MQTTv311
         self._events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-        self._wake = threading.Event()
+        self._wake = outbox.committed  # one event: new rows, acks and failures all wake the sender
         self._stop = threading.Event()
         self._lk = threading.Lock()  # guards _inflight and _mids
         self._inflight: dict[str, Inflight] = {}
@@ -403,8 +403,6 @@ class Uplink:
                 continue
             if not sent:
                 self._wake.wait(0.05)
-                self.outbox.committed.wait(0.05)
-                self.outbox.committed.clear()
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -420,6 +418,14 @@ class Uplink:
         self._wake.set()
         for t in self._threads:
             t.join(timeout)
+
+    def resync(self) -> None:
+        """Forget what is in flight and send everything still in the outbox again (hub dedups)."""
+        with self._lk:
+            self._inflight.clear()
+            self._mids.clear()
+            self._session += 1
+        self._wake.set()
 
     def alive(self) -> bool:
         return all(t.is_alive() for t in self._threads)

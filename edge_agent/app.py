@@ -1,0 +1,287 @@
+"""Agent wiring: outbox + uplink + producers + downlink commands under one supervisor."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from edge_agent import __version__, producers
+from edge_agent.config.loader import ConfigError, load_config
+from edge_agent.config.models import AgentConfig, StoreConfig
+from edge_agent.records import DataClass
+from edge_agent.runtime import metrics, systemd
+from edge_agent.runtime.logs import REDACTOR
+from edge_agent.runtime.supervisor import Supervisor
+from edge_agent.store import Outbox, StorePolicy
+from edge_agent.sync.downlink import CommandError, CommandRouter
+from edge_agent.sync.uplink import Uplink
+
+logger = logging.getLogger(__name__)
+
+REMOTE_LOCKED = ("device", "store.path")  # identity and storage location come from provisioning
+
+
+def policy_of(store: StoreConfig) -> StorePolicy:
+    return StorePolicy(
+        budget_bytes=int(store.budget_mb * 1024 * 1024),
+        ttl_s={DataClass.TRANSACTION: None, DataClass.MEASUREMENT: store.measurement_ttl_s,
+               DataClass.STATE: store.state_ttl_s},
+        hard_cap_bytes=int(store.hard_cap_mb * 1024 * 1024) if store.hard_cap_mb else None,
+    )
+
+
+def deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in patch.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def overlay_path(config_path: Path) -> Path:
+    return config_path.with_name(config_path.name + ".remote.json")
+
+
+def load_effective(config_path: Path) -> AgentConfig:
+    """The technician's file plus the remote-config overlay the hub last applied."""
+    cfg = load_config(config_path)
+    ov = overlay_path(config_path)
+    if not ov.exists():
+        return cfg
+    try:
+        patch = json.loads(ov.read_text())
+        return AgentConfig.model_validate(deep_merge(cfg.model_dump(mode="json"), patch))
+    except (ValueError, ValidationError) as err:
+        logger.error("ignoring invalid remote overlay %s: %s", ov, err)
+        return cfg
+
+
+class Agent:
+    """One device agent. start() → run() → stop(); safe to construct in tests with a tmp store."""
+
+    def __init__(self, cfg: AgentConfig, config_path: Path | None = None) -> None:
+        self.cfg = cfg
+        self.config_path = config_path
+        self.started_at = time.time()
+        self.supervisor = Supervisor()
+        self.outbox = Outbox(cfg.store.path, policy_of(cfg.store))
+        self.boot = self.outbox.call(_bump_boot).result()
+        self.uplink: Uplink | None = None
+        self.metrics_server: Any = None
+        self._commands: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
+        self._cfg_lock = threading.Lock()
+        self.router = CommandRouter({
+            "ping": lambda args: {"pong": time.time(), "agent": __version__},
+            "status": lambda args: self.status(),
+            "config": self._cmd_config,
+            "resync": self._cmd_resync,
+        })
+        if cfg.mqtt.password_env:
+            REDACTOR.add(os.environ.get(cfg.mqtt.password_env))
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        logger.info("agent %s starting: device %s at %s, boot %d, outbox %s", __version__, self.cfg.device.id,
+                    self.cfg.device.site, self.boot, self.cfg.store.path)
+        self.supervisor.add("uplink", self._run_uplink)
+        self.supervisor.add("maintenance", self._run_maintenance)
+        self.supervisor.add("commands", self._run_commands)
+        self._start_producers(self.cfg)
+        self._start_metrics(self.cfg)
+
+    def stop(self) -> None:
+        systemd.notify("STOPPING=1")
+        self.supervisor.stop_all()
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+        self.outbox.close()
+        logger.info("agent stopped")
+
+    def run(self, duration: float | None = None, tick: Callable[[dict[str, Any]], None] | None = None,
+            tick_s: float = 2.0, stop: threading.Event | None = None) -> int:
+        """Main loop: systemd readiness and watchdog, periodic tick; returns the exit code."""
+        stop = stop or threading.Event()
+        systemd.notify("READY=1")
+        wd = systemd.watchdog_interval()
+        deadline = None if duration is None else time.monotonic() + duration
+        next_tick = time.monotonic()
+        while not stop.is_set():
+            if self.supervisor.gave_up.is_set():
+                logger.error("a worker exhausted its restart budget: exiting for the service manager")
+                return 1
+            if wd and self.supervisor.healthy():
+                systemd.notify("WATCHDOG=1")
+            if time.monotonic() >= next_tick:
+                st = self.status()
+                systemd.notify(f"STATUS=queue {st['queue']} broker {st['broker']}")
+                if tick:
+                    tick(st)
+                next_tick = time.monotonic() + tick_s
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            stop.wait(min(wd or 0.5, 0.5))
+        return 0
+
+    # ---------------------------------------------------------------- workers
+
+    def _run_uplink(self, stop: threading.Event) -> None:
+        up = Uplink(self.outbox, self.cfg.device, self.cfg.mqtt, self.cfg.sync, boot=self.boot,
+                    on_command=lambda name, payload: self._commands.put((name, payload)))
+        self.uplink = up
+        up.start()
+        try:
+            while not stop.wait(0.5):
+                if not up.alive():
+                    raise RuntimeError("uplink thread died")
+        finally:
+            up.stop()
+
+    def _run_maintenance(self, stop: threading.Event) -> None:
+        next_expire = 0.0
+        while not stop.wait(1.0):
+            now = time.monotonic()
+            if now >= next_expire:
+                self.outbox.expire()
+                next_expire = now + self.cfg.store.maintenance_interval_s
+            up = self.uplink
+            self.outbox.set_runtime({
+                "pid": os.getpid(), "boot": self.boot, "agent": __version__,
+                "broker": up.state.value if up else "stopped", "broker_url": self.cfg.mqtt.url,
+                "refusal": up.refusal if up else None, "inflight": up.inflight() if up else 0,
+                "sent": up.stats.records_sent if up else 0, "acked": up.stats.records_acked if up else 0,
+                "resends": up.stats.resends if up else 0, "last_ack_at": up.stats.last_ack_at if up else 0,
+            })
+
+    def _run_commands(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                name, payload = self._commands.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            result = self.router.handle(name, payload)
+            if self.uplink is not None:
+                self.uplink.publish_result(result)
+
+    def _start_producers(self, cfg: AgentConfig) -> None:
+        for pcfg in cfg.producers:
+            prod = producers.build(pcfg, self.boot)
+            self.supervisor.add(f"producer:{pcfg.name}", lambda stop, p=prod: p.run(self.outbox, stop))
+
+    def _stop_producers(self) -> None:
+        for name in [n for n in self.supervisor.workers if n.startswith("producer:")]:
+            self.supervisor.remove(name)
+
+    def _start_metrics(self, cfg: AgentConfig) -> None:
+        if cfg.metrics.enabled:
+            self.metrics_server = metrics.serve(self, cfg.metrics.host, cfg.metrics.port)
+
+    def _stop_metrics(self) -> None:
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+            self.metrics_server.server_close()
+            self.metrics_server = None
+
+    # ---------------------------------------------------------------- status and commands
+
+    def status(self) -> dict[str, Any]:
+        st = self.outbox.stats()
+        up = self.uplink
+        return {
+            "device": self.cfg.device.id, "site": self.cfg.device.site, "boot": self.boot,
+            "queue": sum(c["depth"] for c in st["classes"].values()), "classes": st["classes"],
+            "bytes": st["bytes"], "counters": st["counters"], "quarantined": st["quarantined"],
+            "broker": up.state.value if up else "stopped", "inflight": up.inflight() if up else 0,
+            "sent": up.stats.records_sent if up else 0, "acked": up.stats.records_acked if up else 0,
+            "workers": {n: ("failed" if w.failed else "running") for n, w in self.supervisor.workers.items()},
+        }
+
+    def _cmd_resync(self, args: dict[str, Any]) -> dict[str, Any]:
+        if self.uplink is None:
+            raise CommandError("uplink not running")
+        self.uplink.resync()
+        return {"queue": self.outbox.depth()}
+
+    def _cmd_config(self, args: dict[str, Any]) -> dict[str, Any]:
+        patch = args.get("patch")
+        if not isinstance(patch, dict) or not patch:
+            raise CommandError("args.patch must be a non-empty object")
+        return self.apply_config(patch)
+
+    def apply_config(self, patch: dict[str, Any]) -> dict[str, Any]:
+        """Validate a remote patch, apply it, persist it; on any failure roll back and raise CommandError."""
+        for locked in REMOTE_LOCKED:
+            head, _, tail = locked.partition(".")
+            if head in patch and (not tail or (isinstance(patch[head], dict) and tail in patch[head])):
+                raise CommandError(f"{locked} cannot be changed remotely (set by provisioning)")
+        with self._cfg_lock:
+            old = self.cfg
+            try:
+                new = AgentConfig.model_validate(deep_merge(old.model_dump(mode="json"), patch))
+            except ValidationError as err:
+                issues = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+                raise CommandError(f"invalid config, not applied: {issues}") from None
+            try:
+                self._reconfigure(old, new)
+                self.cfg = new
+                self._persist_overlay(patch)
+            except Exception as err:
+                logger.error("applying remote config failed (%s): rolling back", err)
+                try:
+                    self._reconfigure(new, old)
+                except Exception:
+                    logger.exception("rollback of remote config failed")
+                self.cfg = old
+                raise CommandError(f"apply failed, rolled back: {err}") from err
+        logger.info("remote config applied: %s", sorted(patch))
+        return {"applied": sorted(patch)}
+
+    def _reconfigure(self, old: AgentConfig, new: AgentConfig) -> None:
+        if old.store != new.store:
+            self.outbox.policy = policy_of(new.store)
+        if old.log_level != new.log_level:
+            logging.getLogger().setLevel(new.log_level)
+        if old.metrics != new.metrics:
+            self._stop_metrics()
+            self._start_metrics(new)
+        if old.producers != new.producers:
+            self._stop_producers()
+            self._start_producers(new)
+        if (old.mqtt, old.sync) != (new.mqtt, new.sync):
+            self.cfg = new  # the uplink worker reads its settings from self.cfg when (re)started
+            self.supervisor.remove("uplink")
+            self.supervisor.add("uplink", self._run_uplink)
+
+    def _persist_overlay(self, patch: dict[str, Any]) -> None:
+        if self.config_path is None:
+            return
+        ov = overlay_path(self.config_path)
+        current = json.loads(ov.read_text()) if ov.exists() else {}
+        tmp = ov.with_name(ov.name + ".tmp")
+        tmp.write_text(json.dumps(deep_merge(current, patch), indent=2))
+        os.replace(tmp, ov)
+
+
+def _bump_boot(conn: Any) -> int:
+    row = conn.execute("SELECT value FROM meta WHERE key='boot'").fetchone()
+    boot = (int(row[0]) if row else 0) + 1
+    conn.execute("INSERT OR REPLACE INTO meta VALUES ('boot', ?)", (boot,))
+    return boot
+
+
+def load_or_exit(path: Path) -> AgentConfig:
+    try:
+        return load_effective(path)
+    except ConfigError as err:
+        for issue in err.issues:
+            logger.error("%s: %s", err.source, issue)
+        raise SystemExit(2) from None

@@ -1,0 +1,162 @@
+"""`edge-agent` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from edge_agent.config.loader import ConfigError, load_config
+from edge_agent.runtime import logs
+
+logger = logging.getLogger("edge_agent")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edge_agent.app import Agent, load_or_exit
+
+    cfg = load_or_exit(Path(args.config))
+    logs.setup(cfg.log_level)
+    agent = Agent(cfg, Path(args.config))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    signal.signal(signal.SIGINT, lambda *a: stop.set())
+    agent.start()
+    try:
+        return agent.run(duration=args.duration, stop=stop)
+    finally:
+        agent.stop()
+
+
+def demo_config_path() -> Path:
+    return Path(str(resources.files("edge_agent") / "examples" / "gate-demo.toml"))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from edge_agent.app import Agent
+    from edge_agent.config.models import AgentConfig
+
+    base = load_config(demo_config_path())
+    data = base.model_dump(mode="json")
+    data["store"]["path"] = str(Path(args.store))
+    if args.broker:
+        data["mqtt"]["url"] = args.broker
+    cfg = AgentConfig.model_validate(data)
+    logs.setup("WARNING" if not args.verbose else "INFO")
+    agent = Agent(cfg)
+    print(f"edge-agent demo: scenic-spot gate '{cfg.device.id}' at '{cfg.device.site}', outbox {cfg.store.path}, "
+          f"broker {cfg.mqtt.url}, for {args.duration:.0f} s")
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *a: stop.set())
+
+    def tick(st: dict[str, Any]) -> None:
+        c = st["classes"]
+        line = (f"queue {st['queue']:>6} (tx {c['transaction']['depth']}, meas {c['measurement']['depth']}, "
+                f"state {c['state']['depth']})  sent {st['sent']:>6}  acked {st['acked']:>6}  broker {st['broker']}")
+        if st["broker"] != "connected":
+            line += "  — no broker: buffering locally"
+        print(line, flush=True)
+
+    agent.start()
+    try:
+        agent.run(duration=args.duration, tick=tick, stop=stop)
+    finally:
+        final = agent.status()
+        agent.stop()
+    print(f"done: {final['queue']} records buffered on the device, {final['acked']} acknowledged by the hub")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.file)
+    except ConfigError as err:
+        for issue in err.issues:
+            print(f"{err.source}: {issue}", file=sys.stderr)
+        print(f"{len(err.issues)} problem(s) found", file=sys.stderr)
+        return 2
+    print(f"{args.file}: OK — device {cfg.device.id} at {cfg.device.site}, {len(cfg.producers)} producer(s), "
+          f"broker {cfg.mqtt.url}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from edge_agent.app import load_or_exit
+    from edge_agent.doctor import read_status
+
+    cfg = load_or_exit(Path(args.config))
+    try:
+        st = read_status(Path(cfg.store.path))
+    except FileNotFoundError as err:
+        print(err, file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(st, indent=2))
+        return 0
+    rt = st["runtime"]
+    print(f"outbox {st['db']}: {st['queue']} queued")
+    for cls, c in st["classes"].items():
+        print(f"  {cls:<12} depth {c['depth']:>8}  oldest unsent {c['oldest_age_s']:>8.1f} s")
+    print(f"drops: {st['drops'] or 'none'}")
+    print(f"acked: {st['acked'] or 'none'}")
+    if rt:
+        print(f"broker: {rt.get('broker')} ({rt.get('broker_url')})  inflight {rt.get('inflight')}  "
+              f"boot {rt.get('boot')}  reported {st['runtime_age_s']} s ago")
+    else:
+        print("broker: unknown (agent has not reported yet)")
+    if st["quarantined"]:
+        print(f"quarantined databases (kept for upload): {', '.join(st['quarantined'])}")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from edge_agent.app import load_or_exit
+    from edge_agent.doctor import run_doctor
+
+    rows = run_doctor(load_or_exit(Path(args.config)))
+    for check, verdict, detail in rows:
+        print(f"{verdict:<5} {check:<17} {detail}")
+    return 1 if any(v == "FAIL" for _, v, _ in rows) else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge-agent", description="Smart Venue Edge device agent.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="Run the agent with a config file (TOML or YAML).")
+    r.add_argument("--config", required=True, help="Path to the agent config.")
+    r.add_argument("--duration", type=float, default=None, help="Stop after this many seconds (default: run forever).")
+    r.set_defaults(fn=cmd_run)
+    d = sub.add_parser("demo", help="Run a scenic-spot gate on the shipped example config and show what it does.")
+    d.add_argument("--duration", type=float, default=20.0, help="Seconds to run.")
+    d.add_argument("--store", default="var/demo-outbox.db", help="Outbox file for the demo.")
+    d.add_argument("--broker", default=None, help="Broker URL (default from the example: mqtt://127.0.0.1:1883).")
+    d.add_argument("--verbose", action="store_true", help="Show agent logs.")
+    d.set_defaults(fn=cmd_demo)
+    v = sub.add_parser("validate-config", help="Check a config file; errors name key path, line and value.")
+    v.add_argument("file", help="Config file to check.")
+    v.set_defaults(fn=cmd_validate)
+    s = sub.add_parser("status", help="Queue depth per class, oldest unsent age, drops, broker state.")
+    s.add_argument("--config", required=True, help="Path to the agent config.")
+    s.add_argument("--json", action="store_true", help="Print JSON.")
+    s.set_defaults(fn=cmd_status)
+    dr = sub.add_parser("doctor", help="Disk free, fsync latency, clock sanity, outbox integrity, broker reachability.")
+    dr.add_argument("--config", required=True, help="Path to the agent config.")
+    dr.set_defaults(fn=cmd_doctor)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.cmd != "run":
+        logs.setup("WARNING")
+    return int(args.fn(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Producers push records into the outbox through one small interface.
+
+A producer is built from its own config sub-model and run in a supervised thread:
+    producer.run(sink, stop)   # returns when stop is set; raising gets it restarted within budget
+Vision, gate, toilet and kiosk roles are producers; register them in PRODUCERS.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from edge_agent.records import DataClass, PutResult
+
+
+class Sink(Protocol):
+    """Where a producer writes; `put` returns once the record is durable (see Outbox.put)."""
+
+    def put(self, cls: DataClass | str, kind: str, body: Any, *, key: str | None = None,
+            ts: float | None = None, timeout: float | None = 30.0) -> PutResult: ...
+
+
+class Producer(Protocol):
+    name: str
+
+    def run(self, sink: Sink, stop: threading.Event) -> None: ...
+
+
+def _synthetic(cfg: Any, boot: int) -> Producer:
+    from edge_agent.producers.synthetic import SyntheticGate
+
+    return SyntheticGate(cfg, boot)
+
+
+# Explicit registry: config `type` -> factory(config, boot). Heavy backends import lazily inside.
+PRODUCERS: dict[str, Callable[[Any, int], Producer]] = {"synthetic": _synthetic}
+
+
+def build(cfg: Any, boot: int) -> Producer:
+    try:
+        factory = PRODUCERS[cfg.type]
+    except KeyError:
+        raise ValueError(f"unknown producer type {cfg.type!r}; known: {sorted(PRODUCERS)}") from None
+    return factory(cfg, boot)

@@ -1,0 +1,1 @@
+"""Agent runtime pieces: supervision, systemd notification, metrics, log redaction."""

@@ -1,0 +1,162 @@
+"""Real processes for the sync and fault tests: mosquitto on a free port, hub and agent subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+PY = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(pred: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+class Broker:
+    """A mosquitto we own: kill -9 it, restart it on the same port."""
+
+    def __init__(self, workdir: Path, extra: str = "") -> None:
+        self.port = free_port()
+        self.conf = workdir / f"mosquitto-{self.port}.conf"
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{extra}\n")
+        self.log = open(workdir / f"mosquitto-{self.port}.log", "ab")  # noqa: SIM115
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(["mosquitto", "-c", str(self.conf)], stdout=self.log, stderr=self.log)
+        wait_for(self._listening, 10, "mosquitto to listen")
+
+    def _listening(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def close(self) -> None:
+        self.kill()
+        self.log.close()
+
+
+class Proc:
+    """A child process (hub worker or agent) that can be killed -9 and started again."""
+
+    def __init__(self, argv: list[str], log: Path) -> None:
+        self.argv, self.logpath = argv, log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        with open(self.logpath, "ab") as log:
+            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def kill9(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def terminate(self, timeout: float = 20) -> int | None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode if self.proc else None
+
+    def alive(self) -> bool:
+        return bool(self.proc and self.proc.poll() is None)
+
+
+def hub_proc(broker: Broker, db: str, workdir: Path, name: str = "hubA", *extra: str) -> Proc:
+    return Proc([PY, "-m", "hub", "run", "--broker", broker.url, "--db", db, "--client-id", name, *extra],
+                workdir / f"{name}.log")
+
+
+def agent_config(workdir: Path, broker_url: str, *, device: str = "gate-01", rate: float | None = 200,
+                 journal: Path | None = None, sync: dict[str, Any] | None = None,
+                 store: dict[str, Any] | None = None, name: str = "agent") -> Path:
+    lines = [
+        'log_level = "INFO"',
+        "[device]", f'id = "{device}"', 'site = "westlake"', 'role = "gate"',
+        "[store]", f'path = "{workdir / (name + "-outbox.db")}"',
+        *[f"{k} = {json.dumps(v)}" for k, v in (store or {}).items()],
+        "[mqtt]", f'url = "{broker_url}"',
+        "[sync]", "ack_timeout_s = 2", "backoff_min_s = 0.2", "backoff_max_s = 2", "backlog_rate = 0",
+        *[f"{k} = {json.dumps(v)}" for k, v in (sync or {}).items()],
+    ]
+    if rate:
+        lines += ["[[producers]]", 'type = "synthetic"', 'name = "north"', f"rate_per_s = {rate}",
+                  "count_interval_s = 1"]
+        if journal:
+            lines.append(f'journal = "{journal}"')
+    path = workdir / f"{name}.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def agent_proc(config: Path, workdir: Path, name: str = "agent") -> Proc:
+    return Proc([PY, "-m", "edge_agent", "run", "--config", str(config)], workdir / f"{name}.log")
+
+
+def outbox_depth(db: Path) -> int:
+    if not db.exists():
+        return -1
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return sum(conn.execute(f"SELECT COUNT(*) FROM ob_{c}").fetchone()[0]
+                   for c in ("transaction", "measurement", "state"))
+    finally:
+        conn.close()
+
+
+def hub_pass_ids(db: Path) -> list[str]:
+    conn = sqlite3.connect(db, timeout=30)
+    try:
+        return [r[0] for r in conn.execute("SELECT json_extract(body, '$.id') FROM events WHERE kind='gate.pass'")]
+    finally:
+        conn.close()
+
+
+def journal_ids(path: Path) -> set[str]:
+    return set(path.read_text().split()) if path.exists() else set()
+
+
+def assert_exactly_once(hub_ids: list[str], promised: set[str]) -> None:
+    """Every pass a producer was told is durable arrived once; nothing arrived twice."""
+    dups = len(hub_ids) - len(set(hub_ids))
+    missing = promised - set(hub_ids)
+    assert dups == 0, f"{dups} duplicated passes at the hub"
+    assert not missing, f"{len(missing)} promised passes never reached the hub, e.g. {sorted(missing)[:5]}"
