@@ -175,7 +175,10 @@ class Agent:
     def _start_producers(self, cfg: AgentConfig) -> None:
         for pcfg in cfg.producers:
             prod = producers.build(pcfg, self.boot)
-            self.supervisor.add(f"producer:{pcfg.name}", lambda stop, p=prod: p.run(self.outbox, stop))
+            self.supervisor.add(f"producer:{pcfg.name}", self._producer_target(prod))
+
+    def _producer_target(self, prod: producers.Producer) -> Callable[[threading.Event], None]:
+        return lambda stop: prod.run(self.outbox, stop)
 
     def _stop_producers(self) -> None:
         for name in [n for n in self.supervisor.workers if n.startswith("producer:")]:

@@ -34,7 +34,8 @@ def read_status(db: Path) -> dict[str, Any]:
         updated = conn.execute("SELECT MAX(updated) FROM runtime").fetchone()[0]
     finally:
         conn.close()
-    quarantined = sorted(p.name for p in db.parent.glob(db.name + ".corrupt-*") if not p.name.endswith(("-wal", "-shm")))
+    quarantined = sorted(p.name for p in db.parent.glob(db.name + ".corrupt-*")
+                         if not p.name.endswith(("-wal", "-shm")))
     return {"db": str(db), "classes": classes, "queue": sum(c["depth"] for c in classes.values()),
             "drops": {k: v for k, v in counters.items() if k.startswith("dropped.")},
             "acked": {k: v for k, v in counters.items() if k.startswith("acked.")},
@@ -61,6 +62,8 @@ def broker_check(cfg: AgentConfig, timeout: float = 5.0) -> tuple[str, str]:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
+    from edge_agent.sync.uplink import configure_auth
+
     host, port = cfg.mqtt.host, cfg.mqtt.port
     try:
         socket.create_connection((host, port), timeout=timeout).close()
@@ -69,12 +72,7 @@ def broker_check(cfg: AgentConfig, timeout: float = 5.0) -> tuple[str, str]:
     result: dict[str, Any] = {}
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{cfg.device.id}-doctor", protocol=mqtt.MQTTv5)
     c.on_connect = lambda cl, u, f, rc, p: result.setdefault("rc", rc)
-    if cfg.mqtt.username:
-        c.username_pw_set(cfg.mqtt.username, os.environ.get(cfg.mqtt.password_env or "", None))
-    if cfg.mqtt.secure or cfg.mqtt.tls:
-        tls = cfg.mqtt.tls
-        c.tls_set(ca_certs=str(tls.ca) if tls and tls.ca else None, certfile=str(tls.cert) if tls and tls.cert else None,
-                  keyfile=str(tls.key) if tls and tls.key else None)
+    configure_auth(c, cfg.mqtt)
     try:
         c.connect(host, port, keepalive=10)
         deadline = time.monotonic() + timeout

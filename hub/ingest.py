@@ -118,7 +118,7 @@ class HubWorker:
             time.sleep(self.slow_s)
         results = self.backend.ingest(batches, states)
         self.stats.commits += 1
-        for b, (stored, dup) in zip(batches, results):
+        for b, (stored, dup) in zip(batches, results, strict=True):
             self.stats.batches += 1
             self.stats.stored += stored
             self.stats.duplicates += dup

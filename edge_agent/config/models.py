@@ -126,10 +126,10 @@ ProducerConfig = Annotated[SyntheticProducerConfig, Field(discriminator="type")]
 
 class AgentConfig(Base):
     device: DeviceConfig = Field(description="Who this device is.")
-    store: StoreConfig = Field(default_factory=StoreConfig, description="The outbox.")
-    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="The broker connection.")
-    sync: SyncConfig = Field(default_factory=SyncConfig, description="Batching, acks and pacing.")
-    metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus endpoint.")
+    store: StoreConfig = Field(StoreConfig(), description="The outbox.")
+    mqtt: MqttConfig = Field(MqttConfig(), description="The broker connection.")
+    sync: SyncConfig = Field(SyncConfig(), description="Batching, acks and pacing.")
+    metrics: MetricsConfig = Field(MetricsConfig(), description="Prometheus endpoint.")
     producers: list[ProducerConfig] = Field(default_factory=list, description="Sources of records.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
 

@@ -134,7 +134,7 @@ def decode_batch(payload: bytes) -> Batch:
         cls = DataClass(doc.get("class"))
     except ValueError as err:
         raise EnvelopeError(f"unknown class {doc.get('class')!r}"[:200]) from err
-    cols = {k: doc.get(k) for k in ("seq", "ts", "kind", "body")}
+    cols: dict[str, Any] = {k: doc.get(k) for k in ("seq", "ts", "kind", "body")}
     for k, col in cols.items():
         if not isinstance(col, list):
             raise EnvelopeError(f"{k} must be a list")

@@ -120,15 +120,7 @@ class Uplink:
         c.max_queued_messages_set(0)
         offline = json.dumps({"v": 1, "state": "offline", "device": self.device.id, "site": self.device.site})
         c.will_set(self.topics.state, offline, qos=1, retain=True)
-        if self.cfg.username:
-            password = os.environ.get(self.cfg.password_env) if self.cfg.password_env else None
-            c.username_pw_set(self.cfg.username, password)
-        if self.cfg.secure or self.cfg.tls:
-            tls = self.cfg.tls
-            c.tls_set(ca_certs=str(tls.ca) if tls and tls.ca else None,
-                      certfile=str(tls.cert) if tls and tls.cert else None,
-                      keyfile=str(tls.key) if tls and tls.key else None,
-                      cert_reqs=ssl.CERT_REQUIRED)
+        configure_auth(c, self.cfg)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
@@ -154,9 +146,9 @@ class Uplink:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.topic == self.topics.ack:
-            self._handle_ack(msg.payload)
+            self._handle_ack(bytes(msg.payload))
         elif self.on_command is not None and msg.topic.startswith(self.topics.base + "/cmd/"):
-            self.on_command(msg.topic[len(self.topics.base) + 5:], msg.payload)
+            self.on_command(msg.topic[len(self.topics.base) + 5:], bytes(msg.payload))
 
     def _handle_ack(self, payload: bytes) -> None:
         try:
@@ -437,3 +429,16 @@ class Uplink:
         """Publish a command result (downlink replies)."""
         self.client.publish(self.topics.result, json.dumps(payload), qos=1)
 
+
+
+def configure_auth(client: mqtt.Client, cfg: MqttConfig) -> None:
+    """Credentials (password from the environment, never the file) and TLS from the config."""
+    if cfg.username:
+        password = os.environ.get(cfg.password_env) if cfg.password_env else None
+        client.username_pw_set(cfg.username, password)
+    if cfg.secure or cfg.tls:
+        tls = cfg.tls
+        client.tls_set(ca_certs=str(tls.ca) if tls and tls.ca else None,
+                       certfile=str(tls.cert) if tls and tls.cert else None,
+                       keyfile=str(tls.key) if tls and tls.key else None,
+                       cert_reqs=ssl.CERT_REQUIRED)
