@@ -53,7 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     url = urlsplit(args.broker)
     backend = open_backend(args.db)
     worker = HubWorker(backend, url.hostname or "127.0.0.1", url.port or 1883, group=args.group,
-                       client_id=args.client_id, slow_s=args.slow_ms / 1000)
+                       client_id=args.client_id, slow_s=args.slow_ms / 1000, session_expiry_s=args.session_expiry)
     if args.http:
         server = serve_http(args.db, args.http)
         logger.info("status endpoint on http://%s:%d/devices", *server.server_address[:2])
@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--group", default="hub", help="Shared-subscription group name.")
     r.add_argument("--client-id", default=None, help="Stable MQTT client id (keeps the session across restarts).")
     r.add_argument("--http", default=None, help="Serve the JSON status endpoint on HOST:PORT.")
+    r.add_argument("--session-expiry", type=int, default=300,
+                   help="Seconds the broker keeps queueing for this worker while it is down (then devices re-send).")
     r.add_argument("--slow-ms", type=float, default=0.0, help="Sleep per commit (fault tests: a slow hub).")
     r.add_argument("--log-level", default="INFO", help="Logging level.")
     s = sub.add_parser("status", help="Per-device online state, boot count, last seq and gaps.")

@@ -38,9 +38,13 @@ class HubWorker:
     """One ingest worker; run several with the same group to split the load."""
 
     def __init__(self, backend: Backend, host: str, port: int, group: str = "hub",
-                 client_id: str | None = None, prefix: str = PREFIX, slow_s: float = 0.0) -> None:
+                 client_id: str | None = None, prefix: str = PREFIX, slow_s: float = 0.0,
+                 session_expiry_s: int = 300) -> None:
         self.backend, self.host, self.port, self.group, self.prefix = backend, host, port, group, prefix
         self.slow_s = slow_s
+        # The broker queues for a worker that is briefly down, but a shared group also keeps routing
+        # batches to a dead member's session until it expires: keep that bounded (devices re-send).
+        self.session_expiry_s = session_expiry_s
         self.stats = HubStats()
         self.connected = threading.Event()
         self._q: queue.SimpleQueue[mqtt.MQTTMessage] = queue.SimpleQueue()
@@ -63,7 +67,7 @@ class HubWorker:
 
     def start(self) -> None:
         props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = 86400  # the broker queues for us while we are down
+        props.SessionExpiryInterval = self.session_expiry_s
         self.client.reconnect_delay_set(0.5, 5)
         self.client.connect_async(self.host, self.port, keepalive=30, clean_start=False, properties=props)
         self.client.loop_start()
@@ -72,7 +76,9 @@ class HubWorker:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(10)
-        self.client.disconnect()
+        props = Properties(PacketTypes.DISCONNECT)
+        props.SessionExpiryInterval = 0  # leaving for good: take our session out of the shared group
+        self.client.disconnect(properties=props)
         self.client.loop_stop()
 
     def _loop(self) -> None:

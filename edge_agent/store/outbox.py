@@ -121,6 +121,7 @@ class Outbox:
         self._bytes = 0
         self._sync_mode = ""
         self._lock = threading.Lock()
+        self.commits = 0  # durable commits (fsyncs for transaction groups): records/commit shows grouping
         self.committed = threading.Event()  # set after each commit that added records (uplink wakes)
         self._w = self._open_writer()
         self._r = self._connect(readonly=True)
@@ -551,6 +552,7 @@ class Outbox:
             if self._bytes > self.policy.budget_bytes:
                 self._enforce_budget(conn)
             conn.execute("COMMIT")
+            self.commits += 1
         except BaseException:
             self._bytes = start_bytes
             if conn.in_transaction:
