@@ -102,8 +102,7 @@ class Agent:
     def stop(self) -> None:
         systemd.notify("STOPPING=1")
         self.supervisor.stop_all()
-        if self.metrics_server is not None:
-            self.metrics_server.shutdown()
+        self._stop_metrics()
         self.outbox.close()
         logger.info("agent stopped")
 

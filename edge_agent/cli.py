@@ -59,16 +59,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
         c = st["classes"]
         line = (f"queue {st['queue']:>6} (tx {c['transaction']['depth']}, meas {c['measurement']['depth']}, "
                 f"state {c['state']['depth']})  sent {st['sent']:>6}  acked {st['acked']:>6}  broker {st['broker']}")
-        if st["broker"] != "connected":
+        if st["broker"] in ("disconnected", "refused"):
             line += "  — no broker: buffering locally"
         print(line, flush=True)
 
+    hub = None
+    if not args.no_hub:
+        # A reference hub in the same process, so a machine with a broker shows the whole loop.
+        from hub.db import SqliteBackend
+        from hub.ingest import HubWorker
+
+        Path(args.store).parent.mkdir(parents=True, exist_ok=True)
+        hub = HubWorker(SqliteBackend(str(Path(args.store).with_name("demo-hub.db"))), cfg.mqtt.host,
+                        cfg.mqtt.port, group="demo-hub", client_id=f"demo-hub-{cfg.device.id}", session_expiry_s=0)
+        hub.start()
     agent.start()
     try:
         agent.run(duration=args.duration, tick=tick, stop=stop)
     finally:
         final = agent.status()
         agent.stop()
+        if hub is not None:
+            hub.stop()
+            print(f"hub: {hub.backend.count()} events stored in {Path(args.store).with_name('demo-hub.db')}")
+            hub.backend.close()
     print(f"done: {final['queue']} records buffered on the device, {final['acked']} acknowledged by the hub")
     return 0
 
@@ -136,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--duration", type=float, default=20.0, help="Seconds to run.")
     d.add_argument("--store", default="var/demo-outbox.db", help="Outbox file for the demo.")
     d.add_argument("--broker", default=None, help="Broker URL (default from the example: mqtt://127.0.0.1:1883).")
+    d.add_argument("--no-hub", action="store_true", help="Do not run the in-process reference hub.")
     d.add_argument("--verbose", action="store_true", help="Show agent logs.")
     d.set_defaults(fn=cmd_demo)
     v = sub.add_parser("validate-config", help="Check a config file; errors name key path, line and value.")

@@ -127,8 +127,8 @@ class Outbox:
         self._r = self._connect(readonly=True)
         self._thread = threading.Thread(target=self._run, name="outbox-writer", daemon=True)
         self._thread.start()
-        for alert in self.alerts:
-            self.submit(Record(DataClass.TRANSACTION, "agent.alert", json.dumps(alert), self.clock()))
+        for alert in self.alerts:  # durable before anyone uses the new database
+            self.submit(Record(DataClass.TRANSACTION, "agent.alert", json.dumps(alert), self.clock())).result(30)
 
     # ---------------------------------------------------------------- opening and healing
 

@@ -1,0 +1,1 @@
+"""kiosk_ui: planned (see the project issues); nothing ships here yet."""

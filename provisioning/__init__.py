@@ -1,0 +1,1 @@
+"""provisioning: planned (see the project issues); nothing ships here yet."""
