@@ -68,7 +68,7 @@ class HubWorker:
     def start(self) -> None:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self.session_expiry_s
-        self.client.reconnect_delay_set(0.5, 5)
+        self.client.reconnect_delay_set(1, 5)
         self.client.connect_async(self.host, self.port, keepalive=30, clean_start=False, properties=props)
         self.client.loop_start()
         self._thread.start()
@@ -109,12 +109,12 @@ class HubWorker:
             site, device, kind, rest = where
             try:
                 if kind == "up":
-                    b = envelope.decode_batch(msg.payload)
+                    b = envelope.decode_batch(bytes(msg.payload))
                     if (b.site, b.device, b.cls.value) != (site, device, rest):
                         raise envelope.EnvelopeError("envelope device/site/class do not match the topic")
                     batches.append(b)
                 elif kind == "state" and msg.payload:
-                    states.append(decode_state(site, device, msg.payload))
+                    states.append(decode_state(site, device, bytes(msg.payload)))
             except envelope.EnvelopeError as err:
                 self.stats.rejected += 1
                 logger.warning("rejected message on %s: %s", msg.topic, err)

@@ -14,8 +14,7 @@ import pytest
 from pydantic import BaseModel
 
 from edge_agent.cli import build_parser
-from edge_agent.config import ConfigError, load_config
-from edge_agent.config import models
+from edge_agent.config import ConfigError, load_config, models
 from edge_agent.runtime.supervisor import Supervisor
 from edge_agent.sync.backoff import Backoff, TokenBucket
 from hub.db import explain_gaps, subtract
