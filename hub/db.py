@@ -77,7 +77,8 @@ class SqliteBackend:
     def __init__(self, path: str) -> None:
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=60)
         self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a process kill
+        # FULL: the ack goes out after COMMIT, so the commit must survive a power cut, not only a crash.
+        self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.execute("PRAGMA busy_timeout=60000")
         for sql in SQLITE_SCHEMA:
             self.conn.execute(sql)
