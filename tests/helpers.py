@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import signal
 import socket
 import sqlite3
@@ -39,7 +40,9 @@ class Broker:
     def __init__(self, workdir: Path, extra: str = "") -> None:
         self.port = free_port()
         self.conf = workdir / f"mosquitto-{self.port}.conf"
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{extra}\n")
+        # Started as root, mosquitto would switch to its own user and lose access to files in tmp_path.
+        user = f"user {pwd.getpwuid(os.geteuid()).pw_name}\n" if os.geteuid() == 0 else ""
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{user}{extra}\n")
         self.log = open(workdir / f"mosquitto-{self.port}.log", "ab")  # noqa: SIM115
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()

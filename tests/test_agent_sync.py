@@ -269,3 +269,23 @@ def test_secrets_never_reach_the_logs(tmp_path: Path, make_broker: Any, caplog: 
             agent.stop()
     text = caplog.text
     assert "s3cr3t-Pa55" not in text and "password=***" in text
+
+
+def test_puback_failure_reason_codes_are_checked(tmp_path: Path, make_broker: Any) -> None:
+    """A broker that refuses the publish (ACL) answers PUBACK 0x87: nothing is purged, it is re-sent."""
+    acl = tmp_path / "acl"
+    acl.write_text("topic readwrite venue/v1/westlake/gate-01/state\n"
+                   "topic read venue/v1/westlake/gate-01/ack\n"
+                   "topic read venue/v1/westlake/gate-01/cmd/+\n")
+    strict = make_broker(f"acl_file {acl}")
+    agent = Agent(make_cfg(tmp_path, strict, sync={"ack_timeout_s": 0.5}))
+    agent.start()
+    try:
+        for i in range(10):
+            agent.outbox.put("transaction", "gate.pass", {"i": i})
+        wait_for(lambda: agent.uplink and agent.uplink.stats.puback_failures >= 2, 15, "refused PUBACKs")
+        assert agent.outbox.depth() == 10
+        assert agent.uplink is not None and agent.uplink.stats.records_acked == 0
+        assert agent.uplink.stats.resends >= 1 and agent.supervisor.healthy()
+    finally:
+        agent.stop()
