@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import (
     Broker,
+    Proc,
     agent_config,
     agent_proc,
     assert_exactly_once,
@@ -53,58 +55,57 @@ def start(tmp_path: Path, broker: Broker, rate: float = 300):
     return hub, agent, hub_db, journal, cfg
 
 
-def test_kill9_agent_repeatedly(tmp_path: Path, broker: Broker) -> None:
-    hub, agent, hub_db, journal, cfg = start(tmp_path, broker)
-    rng = random.Random(7)
+def scenario(tmp_path: Path, broker: Broker, disrupt: Callable[[Proc, Proc], None]) -> int:
+    """Start hub and producing agent, disrupt them, then drain and check exactly-once at the hub."""
+    hub, agent, hub_db, journal, _ = start(tmp_path, broker)
     try:
+        disrupt(hub, agent)
+        time.sleep(3)
+        return drain_and_check(tmp_path, broker, agent, hub_db, journal)
+    finally:
+        agent.terminate()
+        hub.terminate()
+
+
+def test_kill9_agent_repeatedly(tmp_path: Path, broker: Broker) -> None:
+    rng = random.Random(7)
+
+    def disrupt(hub: Proc, agent: Proc) -> None:
         for _ in range(6):
             time.sleep(rng.uniform(0.8, 2.0))
             agent.kill9()
             agent.start()
-        time.sleep(2)
-        n = drain_and_check(tmp_path, broker, agent, hub_db, journal)
-    finally:
-        agent.terminate()
-        hub.terminate()
+
+    n = scenario(tmp_path, broker, disrupt)
     # Seven boots of the agent, each numbering its passes from 0: ids differ only by boot.
-    boots = {i.split("-")[0] for i in journal_ids(journal)}
+    boots = {i.split("-")[0] for i in journal_ids(tmp_path / "journal.txt")}
     assert len(boots) == 7 and n > 1000
 
 
 def test_kill9_broker_and_restart(tmp_path: Path, broker: Broker) -> None:
-    hub, agent, hub_db, journal, _ = start(tmp_path, broker)
-    try:
+    def disrupt(hub: Proc, agent: Proc) -> None:
         for _ in range(3):
             time.sleep(2.5)
             broker.kill()
             time.sleep(1.5)  # devices keep producing into the outbox meanwhile
             broker.start()
-        time.sleep(3)
-        drain_and_check(tmp_path, broker, agent, hub_db, journal)
-    finally:
-        agent.terminate()
-        hub.terminate()
+
+    scenario(tmp_path, broker, disrupt)
 
 
 def test_hub_down_while_devices_produce(tmp_path: Path, broker: Broker) -> None:
-    hub, agent, hub_db, journal, _ = start(tmp_path, broker)
-    try:
+    def disrupt(hub: Proc, agent: Proc) -> None:
         time.sleep(2)
         hub.kill9()
         time.sleep(45)  # the hub is gone; devices keep producing, the broker queues for its session
-        backlog = outbox_depth(tmp_path / "agent-outbox.db")
-        assert backlog > 1000, "records should pile up on the device while the hub is down"
+        assert outbox_depth(tmp_path / "agent-outbox.db") > 1000, "records pile up on the device meanwhile"
         hub.start()
-        time.sleep(3)
-        drain_and_check(tmp_path, broker, agent, hub_db, journal)
-    finally:
-        agent.terminate()
-        hub.terminate()
+
+    scenario(tmp_path, broker, disrupt)
 
 
 def test_restart_everything(tmp_path: Path, broker: Broker) -> None:
-    hub, agent, hub_db, journal, _ = start(tmp_path, broker)
-    try:
+    def disrupt(hub: Proc, agent: Proc) -> None:
         for _ in range(2):
             time.sleep(2.5)
             agent.kill9()
@@ -114,11 +115,8 @@ def test_restart_everything(tmp_path: Path, broker: Broker) -> None:
             broker.start()
             hub.start()
             agent.start()
-        time.sleep(3)
-        drain_and_check(tmp_path, broker, agent, hub_db, journal)
-    finally:
-        agent.terminate()
-        hub.terminate()
+
+    scenario(tmp_path, broker, disrupt)
 
 
 def test_burst_into_slow_hub_on_default_broker_loses_nothing(tmp_path: Path, broker: Broker) -> None:
