@@ -163,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     dr = sub.add_parser("doctor", help="Disk free, fsync latency, clock sanity, outbox integrity, broker reachability.")
     dr.add_argument("--config", required=True, help="Path to the agent config.")
     dr.set_defaults(fn=cmd_doctor)
+    from edge_agent.vision.cli import add_parser as add_vision
+
+    add_vision(sub)
     return p
 
 

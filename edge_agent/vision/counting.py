@@ -1,0 +1,165 @@
+"""Line and zone counting on track anchor points (box bottom-centre). Pure: no cv2, no I/O.
+
+Side of a point P for the line A→B: s = (Bx−Ax)(Py−Ay) − (By−Ay)(Px−Ax). A crossing from s > 0 to
+s < 0 is "in", the reverse "out". Rules that stop the usual over-counting:
+- hysteresis: a change of side only counts once the point is `margin` pixels beyond the line, so
+  jitter on the line never flips it (a track's first sighting takes the side it is on);
+- segment: the path must cross the line between A and B (extended lines do not count);
+- once per direction: a track counts at most one "in" and one "out" per line (turning back is an out);
+- confirmation: crossings of a tentative track are held and counted only if it gets confirmed;
+- ID switches: a new track born next to where a track vanished moments ago inherits its state.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Crossing:
+    line: str
+    track: int
+    direction: str  # "in" | "out"
+    frame: int
+    x: float
+    y: float
+
+
+@dataclass
+class _TrackState:
+    side: int = 0  # last stable side: +1, -1, 0 unknown
+    last: tuple[float, float] | None = None
+    cross_pt: tuple[float, float] | None = None  # where the path last crossed the infinite line
+    counted: set[str] = field(default_factory=set)
+    pending: list[Crossing] = field(default_factory=list)
+    last_frame: int = 0
+
+
+class LineCounter:
+    def __init__(self, name: str, a: tuple[float, float], b: tuple[float, float], margin: float = 8.0,
+                 inherit_radius: float = 40.0, inherit_frames: int = 15) -> None:
+        if a == b:
+            raise ValueError(f"line {name!r}: the two end points are the same")
+        self.name, self.a, self.b, self.margin = name, a, b, margin
+        self.length = math.dist(a, b)
+        self.inherit_radius, self.inherit_frames = inherit_radius, inherit_frames
+        self.states: dict[int, _TrackState] = {}
+        self.ended: list[tuple[int, tuple[float, float], _TrackState]] = []
+        self.counts = {"in": 0, "out": 0}
+
+    def side_value(self, x: float, y: float) -> float:
+        (ax, ay), (bx, by) = self.a, self.b
+        return (bx - ax) * (y - ay) - (by - ay) * (x - ax)
+
+    def _within_segment(self, p: tuple[float, float]) -> bool:
+        (ax, ay), (bx, by) = self.a, self.b
+        t = ((p[0] - ax) * (bx - ax) + (p[1] - ay) * (by - ay)) / (self.length ** 2)
+        return 0.0 <= t <= 1.0
+
+    def _crossing_point(self, p0: tuple[float, float], p1: tuple[float, float]) -> tuple[float, float]:
+        s0, s1 = self.side_value(*p0), self.side_value(*p1)
+        t = s0 / (s0 - s1) if s0 != s1 else 0.5
+        return (p0[0] + t * (p1[0] - p0[0]), p0[1] + t * (p1[1] - p0[1]))
+
+    def _state_for(self, track: int, p: tuple[float, float], frame: int) -> _TrackState:
+        st = self.states.get(track)
+        if st is not None:
+            return st
+        st = _TrackState()
+        # An ID switch near the line: adopt the state of a track that vanished here moments ago.
+        for i, (end_frame, where, old) in enumerate(self.ended):
+            if frame - end_frame <= self.inherit_frames and math.dist(where, p) <= self.inherit_radius:
+                st = _TrackState(old.side, where, old.cross_pt, set(old.counted))
+                del self.ended[i]
+                break
+        self.states[track] = st
+        return st
+
+    def update(self, track: int, x: float, y: float, frame: int, confirmed: bool) -> Crossing | None:
+        """Feed one anchor point; returns the crossing counted now, if any."""
+        p = (x, y)
+        st = self._state_for(track, p, frame)
+        st.last_frame = frame
+        if st.last is not None and (self.side_value(*st.last) > 0) != (self.side_value(*p) > 0):
+            st.cross_pt = self._crossing_point(st.last, p)
+        st.last = p
+        d = self.side_value(x, y) / self.length  # signed distance in pixels
+        result = None
+        if not st.side and st.cross_pt is None and abs(d) >= 1.0:
+            st.side = 1 if d > 0 else -1  # first sighting: the side it is on, however close
+        elif abs(d) >= self.margin:
+            side = 1 if d > 0 else -1
+            if st.side and side != st.side and st.cross_pt and self._within_segment(st.cross_pt):
+                direction = "in" if st.side > 0 else "out"
+                if direction not in st.counted:
+                    st.counted.add(direction)
+                    st.pending.append(Crossing(self.name, track, direction, frame, *st.cross_pt))
+            st.side = side
+        if confirmed and st.pending:
+            for c in st.pending:
+                self.counts[c.direction] += 1
+            result = st.pending[-1]
+            st.pending.clear()
+        return result
+
+    def finish(self, track: int, frame: int) -> None:
+        """The tracker dropped this track: remember it briefly for ID-switch inheritance."""
+        st = self.states.pop(track, None)
+        if st is not None and st.last is not None and not st.pending:
+            self.ended.append((frame, st.last, st))
+        self.ended = [e for e in self.ended if frame - e[0] <= self.inherit_frames]
+
+
+def point_in_polygon(x: float, y: float, poly: list[tuple[float, float]]) -> bool:
+    """Ray casting; points on an edge may fall either way."""
+    inside = False
+    n = len(poly)
+    for i in range(n):
+        (x1, y1), (x2, y2) = poly[i], poly[(i + 1) % n]
+        if (y1 > y) != (y2 > y) and x < x1 + (y - y1) * (x2 - x1) / (y2 - y1):
+            inside = not inside
+    return inside
+
+
+class Zone:
+    """Polygon zone: who is inside now and how long they stayed."""
+
+    def __init__(self, name: str, polygon: list[tuple[float, float]]) -> None:
+        if len(polygon) < 3:
+            raise ValueError(f"zone {name!r} needs at least 3 points")
+        self.name, self.polygon = name, polygon
+        self.entered: dict[int, float] = {}
+        self.dwells: list[float] = []
+
+    def update(self, track: int, x: float, y: float, t: float) -> None:
+        inside = point_in_polygon(x, y, self.polygon)
+        if inside and track not in self.entered:
+            self.entered[track] = t
+        elif not inside and track in self.entered:
+            self.dwells.append(t - self.entered.pop(track))
+
+    def finish(self, track: int, t: float) -> None:
+        if track in self.entered:
+            self.dwells.append(t - self.entered.pop(track))
+
+    @property
+    def occupancy(self) -> int:
+        return len(self.entered)
+
+
+@dataclass
+class Occupancy:
+    """Site occupancy = ins − outs + correction (a head count from staff or gates resets drift)."""
+
+    ins: int = 0
+    outs: int = 0
+    correction: int = 0
+
+    @property
+    def value(self) -> int:
+        return max(0, self.ins - self.outs + self.correction)
+
+    def correct_to(self, actual: int) -> None:
+        """Drift correction hook: set the correction so the occupancy equals a trusted count."""
+        self.correction = actual - (self.ins - self.outs)

@@ -1,0 +1,190 @@
+"""Vision: pure counting geometry, decoders on crafted tensors, model checks, real frames end to end.
+
+The TUD-Campus fixture (tests/fixtures/tud_campus) carries research-use terms: see tests/fixtures/DATA-TERMS.md.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_agent.vision.counting import LineCounter, Occupancy, Zone, point_in_polygon
+from edge_agent.vision.evaluate import count_crossings, load_mot, mot_metrics
+from edge_agent.vision.geometry import iou_matrix, nms
+
+FIX = Path(__file__).parent / "fixtures"
+TUD = FIX / "tud_campus"
+
+
+def walk(counter: LineCounter, track: int, points: list[tuple[float, float]], confirmed: bool = True,
+         start: int = 1) -> list[str]:
+    got = []
+    for i, (x, y) in enumerate(points):
+        c = counter.update(track, x, y, start + i, confirmed)
+        if c:
+            got.append(c.direction)
+    return got
+
+
+def test_direction_follows_the_sign_rule() -> None:
+    # A=(0,0) B=(0,100): s = -100 * x, so x < 0 is the positive side; positive -> negative is "in".
+    ln = LineCounter("l", (0, 0), (0, 100), margin=5)
+    assert walk(ln, 1, [(-20, 50), (-10, 50), (10, 50), (20, 50)]) == ["in"]
+    assert walk(ln, 2, [(20, 50), (-20, 50)]) == ["out"]
+    assert ln.counts == {"in": 1, "out": 1}
+
+
+def test_jitter_on_the_line_does_not_double_count() -> None:
+    ln = LineCounter("l", (0, 0), (0, 100), margin=5)
+    path = [(-20, 50)] + [(x, 50) for x in (-3, 2, -4, 3, -1, 4, -2, 3)] * 5 + [(20, 50)]
+    assert walk(ln, 1, path) == ["in"]
+
+
+def test_back_and_forth_counts_once_per_direction() -> None:
+    ln = LineCounter("l", (0, 0), (0, 100), margin=5)
+    assert walk(ln, 1, [(-20, 50), (20, 50), (-20, 50), (20, 50), (-20, 50)]) == ["in", "out"]
+
+
+def test_crossing_outside_the_segment_does_not_count() -> None:
+    ln = LineCounter("l", (0, 0), (0, 100), margin=5)
+    assert walk(ln, 1, [(-20, 150), (20, 150)]) == []
+    assert walk(ln, 2, [(-20, -10), (20, -10)]) == []
+    assert walk(ln, 3, [(-20, 99), (20, 99)]) == ["in"]
+
+
+def test_tentative_track_counts_only_once_confirmed() -> None:
+    ln = LineCounter("l", (0, 0), (0, 100), margin=5)
+    assert walk(ln, 1, [(-20, 50), (20, 50)], confirmed=False) == []
+    assert ln.counts["in"] == 0
+    assert walk(ln, 1, [(25, 50)], confirmed=True, start=3) == ["in"]
+    ln.update(2, -20, 50, 1, False)
+    ln.update(2, 20, 50, 2, False)
+    ln.finish(2, 3)  # never confirmed: never counted
+    assert ln.counts["in"] == 1
+
+
+def test_id_switch_near_the_line_inherits_state() -> None:
+    ln = LineCounter("l", (0, 0), (0, 100), margin=5)
+    assert walk(ln, 1, [(-30, 50), (-20, 50), (10, 50), (20, 50)]) == ["in"]
+    ln.finish(1, 5)
+    # the tracker lost id 1 and restarted the same person as id 7 right there
+    assert walk(ln, 7, [(22, 50), (-20, 50), (25, 50)], start=6) == ["out"]
+
+
+def test_zone_occupancy_and_dwell() -> None:
+    square = [(0, 0), (10, 0), (10, 10), (0, 10)]
+    assert point_in_polygon(5, 5, square) and not point_in_polygon(15, 5, square)
+    z = Zone("queue", square)
+    z.update(1, 5, 5, 100.0)
+    z.update(2, 6, 6, 101.0)
+    assert z.occupancy == 2
+    z.update(1, 20, 5, 130.0)
+    z.finish(2, 111.0)
+    assert z.occupancy == 0 and z.dwells == [30.0, 10.0]
+    with pytest.raises(ValueError):
+        Zone("bad", [(0, 0), (1, 1)])
+
+
+def test_occupancy_drift_correction() -> None:
+    occ = Occupancy(ins=120, outs=100)
+    assert occ.value == 20
+    occ.correct_to(15)
+    occ.ins += 3
+    assert occ.value == 18
+
+
+def test_nms_and_iou() -> None:
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], float)
+    assert list(nms(boxes, np.array([0.9, 0.8, 0.7]), 0.5)) == [0, 2]
+    assert iou_matrix(boxes[:1], boxes[:1])[0, 0] == pytest.approx(1.0)
+
+
+def test_yolox_decoder_on_a_crafted_tensor() -> None:
+    from edge_agent.vision.detector import decode_yolov8, decode_yolox
+
+    out = np.zeros((3549, 85), np.float32)
+    # anchor 0 of the stride-8 grid (cell 0,0), anchor for cell (x=3, y=2) of stride 16: 52*52 + 2*26 + 3
+    out[52 * 52 + 2 * 26 + 3, :4] = [0.5, 0.25, np.log(2.0), np.log(4.0)]
+    out[52 * 52 + 2 * 26 + 3, 4:6] = [0.9, 0.8]
+    boxes, scores = decode_yolox(out, 416)
+    i = int(np.argmax(scores))
+    cx, cy, w, h = (3 + 0.5) * 16, (2 + 0.25) * 16, 2 * 16, 4 * 16
+    assert scores[i] == pytest.approx(0.72)
+    assert boxes[i] == pytest.approx([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+    v8 = np.zeros((84, 10), np.float32)
+    v8[:4, 3] = [100, 50, 20, 40]
+    v8[4, 3] = 0.95
+    b8, s8 = decode_yolov8(v8)
+    assert s8[3] == pytest.approx(0.95) and b8[3] == pytest.approx([90, 30, 110, 70])
+
+
+def test_model_checksum_and_missing_model_fail_clearly(tmp_path: Path) -> None:
+    from edge_agent.vision.detector import ModelError, OnnxDetector, default_model_dir
+
+    bad = tmp_path / "m"
+    shutil.copytree(default_model_dir(), bad)
+    with open(bad / "yolox_nano.onnx", "r+b") as f:
+        f.seek(1000)
+        f.write(b"\x00\x01\x02")
+    with pytest.raises(ModelError, match="sha256"):
+        OnnxDetector(bad)
+    (bad / "yolox_nano.onnx").unlink()
+    with pytest.raises(ModelError, match="missing"):
+        OnnxDetector(bad)
+    with pytest.raises(ModelError, match="manifest"):
+        OnnxDetector(tmp_path)
+    with pytest.raises(ModelError, match="providers"):
+        OnnxDetector(default_model_dir(), providers=["TensorrtExecutionProvider"])
+
+
+def test_ground_truth_crossings_and_perfect_metrics() -> None:
+    gt = load_mot(TUD / "gt" / "gt.txt")
+    assert count_crossings(gt, LineCounter("l", (320, 0), (320, 480))) == {"in": 4, "out": 1}
+    m = mot_metrics(gt, gt)
+    assert m["mota"] == pytest.approx(1.0) and m["idf1"] == pytest.approx(1.0)
+    swapped = {f: {(99 if i == 3 and f > 30 else i): b for i, b in boxes.items()} for f, boxes in gt.items()}
+    assert mot_metrics(gt, swapped)["idsw"] == 1
+
+
+def test_eval_cli_on_real_frames_matches_ground_truth(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "edge_agent", "vision", "eval", "--sequence", str(TUD),
+                          "--line", "320,0,320,480", "--annotate", str(tmp_path / "png")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = dict(kv.split("=") for kv in out.stdout.strip().splitlines()[-1].split()[1:])
+    assert (result["in"], result["out"], result["gt_in"], result["gt_out"]) == ("4", "1", "4", "1")
+    assert float(result["mota"]) > 0.3 and float(result["idf1"]) > 0.4
+    assert len(list((tmp_path / "png").glob("*.png"))) == 71
+
+
+def test_eval_works_on_any_image_size_and_length(tmp_path: Path) -> None:
+    """A cropped, shortened copy of the sequence with its ground truth shifted accordingly."""
+    import cv2
+
+    seq = tmp_path / "crop"
+    (seq / "img1").mkdir(parents=True)
+    (seq / "gt").mkdir()
+    for i in range(1, 31):
+        img = cv2.imread(str(TUD / "img1" / f"{i:06d}.jpg"))
+        cv2.imwrite(str(seq / "img1" / f"{i:06d}.jpg"), img[40:440, 20:620])
+    rows = [r.split(",") for r in (TUD / "gt" / "gt.txt").read_text().split()]
+    kept = [f"{r[0]},{r[1]},{float(r[2]) - 20},{float(r[3]) - 40},{r[4]},{r[5]},-1" for r in rows if int(r[0]) <= 30]
+    (seq / "gt" / "gt.txt").write_text("\n".join(kept) + "\n")
+    out = subprocess.run([sys.executable, "-m", "edge_agent", "vision", "eval", "--sequence", str(seq),
+                          "--line", "300,0,300,400"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1].startswith("RESULT in=")
+
+
+def test_bad_line_and_missing_sequence_are_clear_errors(tmp_path: Path) -> None:
+    bad = subprocess.run([sys.executable, "-m", "edge_agent", "vision", "eval", "--sequence", str(TUD),
+                          "--line", "1,2,3"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "X1,Y1,X2,Y2" in bad.stderr
+    missing = subprocess.run([sys.executable, "-m", "edge_agent", "vision", "eval", "--sequence", str(tmp_path),
+                              "--line", "1,2,3,4"], capture_output=True, text=True)
+    assert missing.returncode == 2 and "gt/gt.txt" in missing.stderr
