@@ -188,3 +188,66 @@ def test_bad_line_and_missing_sequence_are_clear_errors(tmp_path: Path) -> None:
     missing = subprocess.run([sys.executable, "-m", "edge_agent", "vision", "eval", "--sequence", str(tmp_path),
                               "--line", "1,2,3,4"], capture_output=True, text=True)
     assert missing.returncode == 2 and "gt/gt.txt" in missing.stderr
+
+
+def test_vision_producer_feeds_the_outbox(tmp_path: Path) -> None:
+    import json
+    import threading
+
+    from edge_agent.config.models import AgentConfig
+    from edge_agent.producers import build
+    from edge_agent.records import DataClass
+    from edge_agent.store import Outbox
+
+    cfg = AgentConfig.model_validate({
+        "device": {"id": "cam-01", "site": "campus"},
+        "producers": [{"type": "vision", "name": "door", "source": str(TUD), "interval_s": 30,
+                       "lines": [{"name": "door", "points": [320, 0, 320, 480]}]}]})
+    prod = build(cfg.producers[0], boot=1)
+    stop = threading.Event()
+    with Outbox(tmp_path / "o.db") as ob:
+        t = threading.Thread(target=prod.run, args=(ob, stop))
+        t.start()
+        try:
+            from tests.helpers import wait_for
+
+            # 71 frames at one per second: intervals [0,30) [30,60) [60,90), the last flushed at the end
+            wait_for(lambda: ob.fetch(DataClass.MEASUREMENT, 0, limit=1000).kind.count("vision.count") == 3, 60,
+                     "three interval counts")
+        finally:
+            stop.set()
+            t.join(10)
+        m = ob.fetch(DataClass.MEASUREMENT, 0, limit=1000)
+        counts = [json.loads(b) for k, b in zip(m.kind, m.body, strict=True) if k == "vision.count"]
+        crossings = [json.loads(b) for k, b in zip(m.kind, m.body, strict=True) if k == "vision.crossing"]
+        states = {k: json.loads(b) for k, b in zip(ob.fetch(DataClass.STATE, 0).kind, ob.fetch(DataClass.STATE, 0).body,
+                                                   strict=True)}
+    total_in = sum(c["lines"]["door"]["in"] for c in counts)
+    total_out = sum(c["lines"]["door"]["out"] for c in counts)
+    assert (total_in, total_out) == (4, 1) and len(crossings) == 5
+    assert states["vision.occupancy"]["inside"] == 3 and states["vision.camera"]["available"] is True
+
+
+def test_unavailable_camera_is_reported_not_fatal(tmp_path: Path) -> None:
+    import json
+    import threading
+
+    from edge_agent.config.models import VisionProducerConfig
+    from edge_agent.producers.vision import VisionProducer
+    from edge_agent.records import DataClass
+    from edge_agent.store import Outbox
+    from tests.helpers import wait_for
+
+    cfg = VisionProducerConfig.model_validate({"type": "vision", "source": str(tmp_path / "gone.mp4"),
+                                              "lines": [{"name": "l", "points": [0, 0, 1, 1]}]})
+    stop = threading.Event()
+    with Outbox(tmp_path / "o.db") as ob:
+        t = threading.Thread(target=VisionProducer(cfg, 1).run, args=(ob, stop))
+        t.start()
+        try:
+            rows = wait_for(lambda: ob.fetch(DataClass.STATE, 0).body, 30, "camera state")
+        finally:
+            stop.set()
+            t.join(10)
+        assert t.is_alive() is False
+    assert json.loads(rows[0])["available"] is False

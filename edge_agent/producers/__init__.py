@@ -33,8 +33,14 @@ def _synthetic(cfg: Any, boot: int) -> Producer:
     return SyntheticGate(cfg, boot)
 
 
+def _vision(cfg: Any, boot: int) -> Producer:
+    from edge_agent.producers.vision import VisionProducer  # imports cv2/onnxruntime only when configured
+
+    return VisionProducer(cfg, boot)
+
+
 # Explicit registry: config `type` -> factory(config, boot). Heavy backends import lazily inside.
-PRODUCERS: dict[str, Callable[[Any, int], Producer]] = {"synthetic": _synthetic}
+PRODUCERS: dict[str, Callable[[Any, int], Producer]] = {"synthetic": _synthetic, "vision": _vision}
 
 
 def build(cfg: Any, boot: int) -> Producer:
