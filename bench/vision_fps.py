@@ -39,7 +39,7 @@ def run(video: str, det: OnnxDetector, w: int, h: int, gate: GateConfig | None) 
     pipe = Pipeline(det, [line], gate=gate)
     t = time.perf_counter()
     for f in open_source(video):  # decoding is inside the timing: frames/s end to end
-        pipe.process(f.image, f.index)
+        pipe.process(lambda f=f: f.image, f.index)
     fps = pipe.stats.frames / (time.perf_counter() - t)
     return fps, pipe.counts()["mid"], pipe.stats.detections
 

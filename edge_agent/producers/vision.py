@@ -57,7 +57,7 @@ class VisionProducer:
                         sink.put(DataClass.STATE, "vision.camera", {"camera": c.name, "available": True},
                                  key=f"camera:{c.name}")
                     t = frame.t
-                    r = pipe.process(frame.image, frame.index, frame.t)
+                    r = pipe.process(lambda f=frame: f.image, frame.index, frame.t)
                     if c.emit_crossings:
                         for x in r.crossings:
                             sink.put(DataClass.MEASUREMENT, "vision.crossing",

@@ -58,7 +58,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     total, start = frame_count(str(seq)), time.perf_counter()
     writer = _writer(args)
     for i, f in enumerate(image_folder(seq), 1):
-        r = pipe.process(f.image, f.index)
+        r = pipe.process(lambda f=f: f.image, f.index)
         hyp[f.index] = {t.id: t.box for t in r.tracks if t.confirmed}
         if writer:
             from edge_agent.vision.annotate import draw
@@ -96,7 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     total, start = frame_count(args.source), time.perf_counter()
     try:
         for i, f in enumerate(open_source(args.source), 1):
-            r = pipe.process(f.image, f.index, f.t)
+            r = pipe.process(lambda f=f: f.image, f.index, f.t)
             for c in r.crossings:
                 print(f"\nframe {c.frame}: track {c.track} {c.direction} over {c.line}", file=sys.stderr)
             if writer:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,34 +51,45 @@ class Pipeline:
         self.stats = Stats()
         self._alive: set[int] = set()
 
+    def _motion(self, image: np.ndarray) -> float:
+        assert self.gate is not None
+        if self.motion is None:
+            h, w = image.shape[:2]
+            roi = line_roi(self.lines, w, h, int(max(self.gate.cfg.near_line_px * 3, 48))) if self.lines else None
+            self.motion = MotionDetector(roi)
+        return self.motion(image)
+
     def _near_line(self, tracks: list[Track]) -> bool:
         assert self.gate is not None
         px = self.gate.cfg.near_line_px
         for t in tracks:
             b = t.box
             x, y = float((b[0] + b[2]) / 2), float(b[3])
-            vx = float(t.mean[4]) * self.gate.stride  # where it may be by the next detection
+            k = self.gate.stride * self.gate.cfg.lookahead  # where it may be by the next detection
+            vx = float(t.mean[4]) * k
             for ln in self.lines:
                 d = ln.side_value(x, y) / ln.length
-                d2 = ln.side_value(x + vx, y + float(t.mean[5]) * self.gate.stride) / ln.length
+                d2 = ln.side_value(x + vx, y + float(t.mean[5]) * k) / ln.length
                 # Predicted to cross before the next detection (always), or closer than near_line_px.
                 if (d > 0) != (d2 > 0) or abs(d) < px or abs(d2) < px:
                     return True
         return False
 
-    def process(self, image: np.ndarray, index: int, t: float | None = None) -> FrameResult:
+    def process(self, image: np.ndarray | Callable[[], np.ndarray], index: int, t: float | None = None) -> FrameResult:
+        """One frame. `image` may be a callable that decodes it: frames that are neither examined for
+        motion nor detected are then never converted to pixels."""
         start = time.perf_counter()
         t = float(index) if t is None else t
+        get = image if callable(image) else (lambda: image)
         detect = True
         if self.gate is not None:
-            if self.motion is None:
-                h, w = image.shape[:2]
-                roi = line_roi(self.lines, w, h, int(max(self.gate.cfg.near_line_px * 3, 48))) if self.lines else None
-                self.motion = MotionDetector(roi)
             live = [tr for tr in self.tracker.tracks if not tr.lost]
-            motion = self.motion(image)
+            # Motion only decides anything when nothing is tracked: skip computing it otherwise.
+            motion = self._motion(get()) if not live else 0.0
+            if live and self.motion is not None:
+                self.motion.prev = None  # a stale reference frame would fake motion later
             detect = self.gate.should_detect(motion, len(live), self._near_line(live))
-        dets = self.detector.detect(image) if detect else None
+        dets = self.detector.detect(get()) if detect else None
         tracks = self.tracker.step(dets)
         crossings = self._count(tracks, index, t)
         elapsed = time.perf_counter() - start

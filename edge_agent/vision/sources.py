@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,11 +25,36 @@ class SourceUnavailable(RuntimeError):
     """The camera, stream or file cannot deliver frames."""
 
 
-@dataclass
 class Frame:
-    index: int
-    t: float
-    image: np.ndarray
+    """One frame; the pixels are decoded on first access (skipped frames never pay for it)."""
+
+    __slots__ = ("index", "t", "_image", "_load")
+
+    def __init__(self, index: int, t: float, image: np.ndarray | None = None,
+                 load: Callable[[], np.ndarray | None] | None = None) -> None:
+        self.index, self.t, self._image, self._load = index, t, image, load
+
+    @property
+    def image(self) -> np.ndarray:
+        if self._image is None and self._load is not None:
+            self._image, self._load = self._load(), None
+        if self._image is None:
+            raise SourceUnavailable(f"frame {self.index} could not be decoded")
+        return self._image
+
+
+def _imread(path: Path) -> np.ndarray | None:
+    import cv2
+
+    img = cv2.imread(str(path))
+    if img is None:
+        logger.warning("unreadable image %s", path)
+    return img
+
+
+def _retrieve(cap: Any) -> np.ndarray | None:
+    ok, img = cap.retrieve()
+    return img if ok else None
 
 
 def image_folder(path: Path) -> Iterator[Frame]:
@@ -36,14 +62,9 @@ def image_folder(path: Path) -> Iterator[Frame]:
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXT)
     if not files:
         raise SourceUnavailable(f"no images in {folder}")
-    import cv2
 
     for i, f in enumerate(files, 1):
-        img = cv2.imread(str(f))
-        if img is None:
-            logger.warning("skipping unreadable image %s", f)
-            continue
-        yield Frame(i, float(i), img)
+        yield Frame(i, float(i), load=partial(_imread, f))
 
 
 def frame_count(spec: str) -> int | None:
@@ -82,11 +103,10 @@ def video(spec: str, live: bool, stop_after_s: float | None = None,
         backoff.reset()
         fps = cap.get(cv2.CAP_PROP_FPS) or 10.0
         while True:
-            ok, img = cap.read()
-            if not ok:
+            if not cap.grab():  # demux/decode now; colour conversion only if someone looks
                 break
             index += 1
-            yield Frame(index, time.time() if live else index / fps, img)
+            yield Frame(index, time.time() if live else index / fps, load=partial(_retrieve, cap))
         cap.release()
         if not live:
             return

@@ -18,6 +18,9 @@ from edge_agent.vision.geometry import iou_matrix
 _F = np.eye(8)
 _F[:4, 4:] = np.eye(4)
 _H = np.eye(4, 8)
+_DIAG = np.diag_indices(8)
+_Q_SCALE = np.array([1 / 20, 1 / 20, 0, 1 / 20, 1 / 160, 1 / 160, 0, 1 / 160])
+_Q_CONST = np.array([0, 0, 1e-2, 0, 0, 0, 1e-5, 0])
 
 
 def _xyxy_to_xyah(b: np.ndarray) -> np.ndarray:
@@ -45,11 +48,11 @@ class Track:
 
     def predict(self) -> None:
         h = self.mean[3]
-        q = np.r_[[h / 20, h / 20, 1e-2, h / 20], [h / 160, h / 160, 1e-5, h / 160]] ** 2
-        if self.mean[7] + self.mean[3] <= 0:
+        if self.mean[7] + h <= 0:
             self.mean[7] = 0
         self.mean = _F @ self.mean
-        self.cov = _F @ self.cov @ _F.T + np.diag(q)
+        self.cov = _F @ self.cov @ _F.T
+        self.cov[_DIAG] += (_Q_SCALE * h + _Q_CONST) ** 2  # process noise scaled by box height
         self.age += 1
 
     def update(self, det: np.ndarray) -> None:
