@@ -251,3 +251,29 @@ def test_unavailable_camera_is_reported_not_fatal(tmp_path: Path) -> None:
             t.join(10)
         assert t.is_alive() is False
     assert json.loads(rows[0])["available"] is False
+
+
+def test_gate_decisions() -> None:
+    from edge_agent.vision.gating import Gate, GateConfig
+
+    g = Gate(GateConfig(stride=4, idle_every=10, motion_threshold=0.01))
+    assert g.should_detect(0.0, 0, False)  # first frame always
+    assert [g.should_detect(0.0, 0, False) for _ in range(10)] == [False] * 9 + [True]  # idle: every 10th
+    assert g.should_detect(0.5, 0, False)  # motion with nothing tracked: look now
+    assert [g.should_detect(0.0, 3, False) for _ in range(4)] == [False, False, False, True]  # stride 4
+    assert g.should_detect(0.0, 3, True)  # a crossing is predicted: detect now
+
+
+def test_gate_stride_adapts_to_cpu_pressure() -> None:
+    from edge_agent.vision.gating import Gate, GateConfig
+
+    g = Gate(GateConfig(stride=2, max_stride=5, frame_budget_s=0.1))
+    for _ in range(10):
+        g.observe_load(0.2)  # frames take twice the budget
+    assert g.stride == 5
+    for _ in range(10):
+        g.observe_load(0.01)
+    assert g.stride == 2
+    fixed = Gate(GateConfig(stride=3))
+    fixed.observe_load(10.0)
+    assert fixed.stride == 3, "no budget (files): no adaptation"
