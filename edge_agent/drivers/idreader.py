@@ -1,0 +1,125 @@
+"""Chinese 2nd-generation ID card reader (GB/T-style SAM module protocol) over serial.
+
+Frame: AA AA AA 96 69 | LEN (2, big-endian: bytes after LEN, checksum included) | SW1 SW2 SW3 |
+data | CHK (XOR of the LEN bytes through the last data byte). Host commands carry CMD PARA instead of
+the status bytes. Status 00 00 90 = success. "Read text and photo" (30 01) returns
+[text len 2][photo len 2][text (UCS-2 LE)][photo (WLT, not decoded: photos are never kept)].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edge_agent.drivers import FrameError
+
+PREAMBLE = b"\xaa\xaa\xaa\x96\x69"
+OK = b"\x00\x00\x90"
+MAX_LEN = 4096
+CMD_FIND, CMD_SELECT, CMD_READ = b"\x20\x01", b"\x20\x02", b"\x30\x01"
+# Text block layout in bytes (UCS-2 LE): name, sex, nation, birth, address, id, issuer, valid from/to.
+FIELDS = (("name", 30), ("sex", 2), ("nation", 4), ("birth", 16), ("address", 70), ("id_number", 36),
+          ("issuer", 30), ("valid_from", 16), ("valid_to", 16))
+
+
+def xor(data: bytes) -> int:
+    x = 0
+    for b in data:
+        x ^= b
+    return x
+
+
+def build(head: bytes, data: bytes = b"") -> bytes:
+    """A frame with a 3-byte head (status for responses, CMD+PARA+pad for commands)."""
+    body = head + data
+    length = (len(body) + 1).to_bytes(2, "big")
+    return PREAMBLE + length + body + bytes([xor(length + body)])
+
+
+def command(cmd: bytes, para: int = 0xFF) -> bytes:
+    """Host → reader: AA AA AA 96 69 00 03 CMD PARA CHK."""
+    length = b"\x00\x03"
+    return PREAMBLE + length + cmd + bytes([para]) + bytes([xor(length + cmd + bytes([para]))])
+
+
+@dataclass(frozen=True)
+class Response:
+    status: bytes
+    data: bytes
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+
+class StreamParser:
+    """Feed bytes as they arrive; complete frames come out, noise and bad frames are skipped and counted."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.bad = 0
+
+    def feed(self, chunk: bytes) -> list[Response]:
+        self.buf += chunk
+        out: list[Response] = []
+        while True:
+            i = self.buf.find(PREAMBLE)
+            if i < 0:
+                del self.buf[: max(0, len(self.buf) - len(PREAMBLE) + 1)]  # keep a possible partial preamble
+                return out
+            if i:
+                del self.buf[:i]
+            if len(self.buf) < 7:
+                return out
+            n = int.from_bytes(self.buf[5:7], "big")
+            if n < 4 or n > MAX_LEN:
+                self.bad += 1
+                del self.buf[:1]
+                continue
+            if len(self.buf) < 7 + n:
+                return out
+            frame = bytes(self.buf[: 7 + n])
+            if xor(frame[5:-1]) != frame[-1]:
+                self.bad += 1
+                del self.buf[:1]
+                continue
+            del self.buf[: 7 + n]
+            out.append(Response(frame[7:10], frame[10:-1]))
+
+
+@dataclass(frozen=True)
+class IdCard:
+    name: str
+    sex: str
+    nation: str
+    birth: str
+    address: str
+    id_number: str
+    issuer: str
+    valid_from: str
+    valid_to: str
+
+
+def parse_card(data: bytes) -> IdCard:
+    """Decode the text block of a READ response (FrameError when short or not UCS-2)."""
+    if len(data) < 4:
+        raise FrameError("card data too short")
+    text_len = int.from_bytes(data[0:2], "big")
+    photo_len = int.from_bytes(data[2:4], "big")
+    if text_len < 236 or 4 + text_len + photo_len > len(data):
+        raise FrameError(f"card data lengths {text_len}+{photo_len} do not fit {len(data)} bytes")
+    text = data[4:4 + text_len]
+    values, pos = {}, 0
+    for name, size in FIELDS:
+        try:
+            values[name] = text[pos:pos + size].decode("utf-16-le").rstrip(" \x00")
+        except UnicodeDecodeError as err:
+            raise FrameError(f"{name} is not UCS-2") from err
+        pos += size
+    return IdCard(**values)
+
+
+def encode_card(card: IdCard, photo: bytes = b"\x00" * 1024) -> bytes:
+    """The READ response data a reader sends for this card (used by the simulator)."""
+    text = b"".join(getattr(card, n).ljust(size // 2)[: size // 2].encode("utf-16-le") for n, size in FIELDS)
+    text += b"\x20\x00" * ((256 - len(text)) // 2)  # reserved tail, UCS-2 spaces
+    return len(text).to_bytes(2, "big") + len(photo).to_bytes(2, "big") + text + photo

@@ -1,0 +1,1 @@
+"""Ticket gate role: ID numbers, signed tickets, anti-passback, capacity. Pure core, no I/O."""

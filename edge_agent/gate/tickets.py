@@ -1,0 +1,146 @@
+"""Offline ticket validation: Ed25519-signed QR payloads, anti-passback, time slots, capacity.
+
+QR text: `VT1.<payload>.<signature>`, both base64url without padding; the signature covers
+`VT1.<payload>`; payload JSON {"t": ticket id, "v": venue, "d": "YYYY-MM-DD", "s": "HH:MM-HH:MM",
+"p": party size, "x": expiry unix time}. The venue's public key lives in the device config.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+PREFIX = "VT1."
+MAX_QR = 1024
+
+
+@dataclass(frozen=True)
+class Ticket:
+    id: str
+    venue: str
+    date: str
+    slot: str
+    party: int
+    expires: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    ok: bool
+    reason: str  # "ok" or why not
+    ticket: str | None = None
+    persons: int = 0
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def sign(ticket: Ticket, key: Ed25519PrivateKey) -> str:
+    """Issue side (reservation system, tests, simulators)."""
+    doc = {"t": ticket.id, "v": ticket.venue, "d": ticket.date, "s": ticket.slot, "p": ticket.party,
+           "x": ticket.expires}
+    head = PREFIX + _b64(json.dumps(doc, separators=(",", ":")).encode())
+    return head + "." + _b64(key.sign(head.encode()))
+
+
+def parse(qr: str, key: Ed25519PublicKey) -> Ticket:
+    """Verify and decode; ValueError('bad_format' | 'bad_signature')."""
+    if not isinstance(qr, str) or len(qr) > MAX_QR or not qr.startswith(PREFIX) or qr.count(".") != 2:
+        raise ValueError("bad_format")
+    head, _, sig = qr.rpartition(".")
+    try:
+        signature = _unb64(sig)
+        payload = _unb64(head[len(PREFIX):])
+    except (ValueError, TypeError) as err:
+        raise ValueError("bad_format") from err
+    try:
+        key.verify(signature, head.encode())
+    except InvalidSignature as err:
+        raise ValueError("bad_signature") from err
+    try:
+        doc = json.loads(payload)
+        t = Ticket(str(doc["t"]), str(doc["v"]), str(doc["d"]), str(doc["s"]), int(doc["p"]), float(doc["x"]))
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError("bad_format") from err
+    if not 1 <= t.party <= 50 or not t.id:
+        raise ValueError("bad_format")
+    return t
+
+
+def in_slot(slot: str, now: dt.datetime, grace_min: int) -> bool:
+    try:
+        a, b = slot.split("-")
+        start = now.replace(hour=int(a[:2]), minute=int(a[3:5]), second=0, microsecond=0)
+        end = now.replace(hour=int(b[:2]), minute=int(b[3:5]), second=0, microsecond=0)
+    except (ValueError, IndexError):
+        return False
+    g = dt.timedelta(minutes=grace_min)
+    return start - g <= now <= end + g
+
+
+class UsedStore(Protocol):
+    def used(self, ticket: str) -> bool: ...
+
+
+class Capacity:
+    """Occupancy from confirmed passes; refuses at the limit, raises alerts at thresholds."""
+
+    def __init__(self, limit: int, thresholds: tuple[float, ...] = (0.8, 0.9, 1.0)) -> None:
+        self.limit, self.thresholds = limit, sorted(thresholds)
+        self.inside = 0
+        self.level = 0.0  # highest threshold reached
+
+    def allows(self, persons: int) -> bool:
+        return self.inside + persons <= self.limit
+
+    def passed(self, persons: int, direction: str) -> list[float]:
+        """Apply a confirmed pass; returns thresholds newly crossed upward (alerts to raise)."""
+        self.inside = max(0, self.inside + (persons if direction == "in" else -persons))
+        ratio = self.inside / self.limit if self.limit else 1.0
+        crossed = [t for t in self.thresholds if t > self.level and ratio >= t]
+        # Hysteresis: a level is left only 5 points below it, so a count hovering there does not flap.
+        held = [t for t in self.thresholds if ratio >= t or (t <= self.level and ratio >= t - 0.05)]
+        self.level = max(held) if held else 0.0
+        return crossed
+
+
+class Validator:
+    def __init__(self, venue: str, key: Ed25519PublicKey, used: UsedStore, capacity: Capacity,
+                 clock: Callable[[], dt.datetime], grace_min: int = 15) -> None:
+        self.venue, self.key, self.used_store, self.capacity = venue, key, used, capacity
+        self.clock, self.grace = clock, grace_min
+        self.pending: dict[str, int] = {}  # opened, waiting for the turnstile to confirm: persons
+
+    def decide(self, qr: str) -> Decision:
+        try:
+            t = parse(qr, self.key)
+        except ValueError as err:
+            return Decision(False, str(err))
+        now = self.clock()
+        if t.venue != self.venue:
+            return Decision(False, "wrong_venue", t.id)
+        if now.timestamp() > t.expires:
+            return Decision(False, "expired", t.id)
+        if t.date != now.date().isoformat():
+            return Decision(False, "wrong_date", t.id)
+        if not in_slot(t.slot, now, self.grace):
+            return Decision(False, "wrong_slot", t.id)
+        if t.id in self.pending or self.used_store.used(t.id):
+            return Decision(False, "already_used", t.id)
+        # People let in but not yet through the turnstile count against the limit too.
+        if not self.capacity.allows(t.party + sum(self.pending.values())):
+            return Decision(False, "capacity", t.id)
+        self.pending[t.id] = t.party
+        return Decision(True, "ok", t.id, t.party)
