@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.config.models import AgentConfig
+from edge_agent.store.outbox import quarantined_files
 
 BUILD_YEAR = 2026
 
@@ -34,8 +35,7 @@ def read_status(db: Path) -> dict[str, Any]:
         updated = conn.execute("SELECT MAX(updated) FROM runtime").fetchone()[0]
     finally:
         conn.close()
-    quarantined = sorted(p.name for p in db.parent.glob(db.name + ".corrupt-*")
-                         if not p.name.endswith(("-wal", "-shm")))
+    quarantined = quarantined_files(db)
     return {"db": str(db), "classes": classes, "queue": sum(c["depth"] for c in classes.values()),
             "drops": {k: v for k, v in counters.items() if k.startswith("dropped.")},
             "acked": {k: v for k, v in counters.items() if k.startswith("acked.")},

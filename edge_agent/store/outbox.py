@@ -32,6 +32,11 @@ TABLE = {c: f"ob_{c.value}" for c in DataClass}
 MAX_KIND = 64
 
 
+def quarantined_files(db: Path) -> list[str]:
+    """Names of corrupt databases moved aside next to `db` (kept for upload)."""
+    return sorted(p.name for p in db.parent.glob(db.name + ".corrupt-*") if not p.name.endswith(("-wal", "-shm")))
+
+
 class OutboxError(Exception):
     """Base of outbox errors."""
 
@@ -363,13 +368,15 @@ class Outbox:
         for cls in (DataClass.MEASUREMENT, DataClass.STATE):
             while self._bytes > self.policy.budget_bytes:
                 excess = self._bytes - self.policy.budget_bytes
-                n = max(1, excess // 256 + 1)
-                rows = conn.execute(
-                    f"DELETE FROM {TABLE[cls]} WHERE seq IN (SELECT seq FROM {TABLE[cls]} ORDER BY seq"
-                    " LIMIT ?) RETURNING seq, length(body)", (n,)).fetchall()
-                if not rows:
+                if not self._drop_oldest(conn, cls, max(1, excess // 256 + 1), "budget"):
                     break
-                self._account_drop(conn, cls, rows, "budget")
+
+    def _drop_oldest(self, conn: sqlite3.Connection, cls: DataClass, n: int, reason: str) -> int:
+        """Delete the n oldest rows of a class, counted and announced as skipped; returns how many."""
+        rows = conn.execute(
+            f"DELETE FROM {TABLE[cls]} WHERE seq IN (SELECT seq FROM {TABLE[cls]} ORDER BY seq LIMIT ?)"
+            " RETURNING seq, length(body)", (n,)).fetchall()
+        return self._account_drop(conn, cls, rows, reason)
 
     def stats(self) -> dict[str, Any]:
         """Queue depth and oldest age per class, drop counters, bytes, quarantined files."""
@@ -380,8 +387,7 @@ class Outbox:
                 n, oldest = self._r.execute(f"SELECT COUNT(*), MIN(ts) FROM {table}").fetchone()
                 out["classes"][cls.value] = {"depth": n, "oldest_age_s": (now - oldest) if oldest else 0.0}
             out["counters"] = dict(self._r.execute("SELECT name, value FROM counters").fetchall())
-        out["quarantined"] = sorted(p.name for p in self.path.parent.glob(self.path.name + ".corrupt-*")
-                                    if not p.name.endswith(("-wal", "-shm")))
+        out["quarantined"] = quarantined_files(self.path)
         return out
 
     def depth(self) -> int:
@@ -433,8 +439,7 @@ class Outbox:
     def _apply(self, ops: list[Any]) -> None:
         puts = [o for o in ops if isinstance(o, (_Put, _PutMany))]
         try:
-            results = self._commit(puts, [o for o in ops if isinstance(o, _Ack)],
-                                   [o for o in ops if isinstance(o, _Call)])
+            results = self._commit(ops)
         except sqlite3.Error as err:
             if _is_corrupt(err):
                 self._reopen_after_corruption(err)
@@ -448,10 +453,13 @@ class Outbox:
                 if not op.fut.done():
                     op.fut.set_exception(OutboxError(str(err)))
             return
+        self._resolve(results)
+
+    def _resolve(self, results: list[tuple[Any, Any]]) -> None:
         for op, res in results:
             if not op.fut.done():
                 op.fut.set_result(res)
-        if puts:
+        if any(isinstance(op, (_Put, _PutMany)) for op, _ in results):
             self.committed.set()
 
     def _expand(self, ops: list[Any]) -> list[Any]:
@@ -506,11 +514,7 @@ class Outbox:
             conn.execute("BEGIN IMMEDIATE")
             for cls, n in dropped.items():
                 self._count(conn, f"dropped.{cls.value}.disk_full", n)
-            rows = conn.execute(
-                f"DELETE FROM {TABLE[DataClass.MEASUREMENT]} WHERE seq IN (SELECT seq FROM "
-                f"{TABLE[DataClass.MEASUREMENT]} ORDER BY seq LIMIT 2000) RETURNING seq, length(body)"
-            ).fetchall()
-            self._account_drop(conn, DataClass.MEASUREMENT, rows, "disk_full")
+            self._drop_oldest(conn, DataClass.MEASUREMENT, 2000, "disk_full")
             conn.execute("COMMIT")
         except sqlite3.Error as err:
             if conn.in_transaction:
@@ -519,21 +523,21 @@ class Outbox:
         if dropped:
             logger.warning("disk full: refused %s", {c.value: n for c, n in dropped.items()})
         try:
-            results = self._commit([o for o in keep if isinstance(o, _Put)],
-                                   [o for o in keep if isinstance(o, _Ack)],
-                                   [o for o in keep if isinstance(o, _Call)])
+            results = self._commit(keep)
         except sqlite3.Error as err:
             logger.error("outbox full: %d transaction records refused (%s)", len(keep), err)
             for op in keep:
                 if not op.fut.done():
                     op.fut.set_exception(OutboxFull(f"outbox full: {err}"))
             return
-        for op, res in results:
-            if not op.fut.done():
-                op.fut.set_result(res)
+        self._resolve(results)
 
-    def _commit(self, puts: list[Any], acks: list[_Ack], calls: list[_Call]) -> list[tuple[Any, Any]]:
+    def _commit(self, ops: list[Any]) -> list[tuple[Any, Any]]:
+        """One transaction for everything queued: inserts, ack deletions, calls, budget enforcement."""
         conn = self._w
+        puts = [o for o in ops if isinstance(o, (_Put, _PutMany))]
+        acks = [o for o in ops if isinstance(o, _Ack)]
+        calls = [o for o in ops if isinstance(o, _Call)]
         mode = "FULL" if any(r.cls is DataClass.TRANSACTION for p in puts
                              for r in (p.recs if isinstance(p, _PutMany) else (p.rec,))) else "NORMAL"
         if mode != self._sync_mode:
