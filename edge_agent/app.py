@@ -152,14 +152,8 @@ class Agent:
             if now >= next_expire:
                 self.outbox.expire()
                 next_expire = now + self.cfg.store.maintenance_interval_s
-            up = self.uplink
-            self.outbox.set_runtime({
-                "pid": os.getpid(), "boot": self.boot, "agent": __version__,
-                "broker": up.state.value if up else "stopped", "broker_url": self.cfg.mqtt.url,
-                "refusal": up.refusal if up else None, "inflight": up.inflight() if up else 0,
-                "sent": up.stats.records_sent if up else 0, "acked": up.stats.records_acked if up else 0,
-                "resends": up.stats.resends if up else 0, "last_ack_at": up.stats.last_ack_at if up else 0,
-            })
+            self.outbox.set_runtime({"pid": os.getpid(), "boot": self.boot, "agent": __version__,
+                                     "broker_url": self.cfg.mqtt.url, **self._uplink_view()})
 
     def _run_commands(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -197,15 +191,23 @@ class Agent:
 
     def status(self) -> dict[str, Any]:
         st = self.outbox.stats()
-        up = self.uplink
         return {
             "device": self.cfg.device.id, "site": self.cfg.device.site, "boot": self.boot,
             "queue": sum(c["depth"] for c in st["classes"].values()), "classes": st["classes"],
             "bytes": st["bytes"], "counters": st["counters"], "quarantined": st["quarantined"],
-            "broker": up.state.value if up else "stopped", "inflight": up.inflight() if up else 0,
-            "sent": up.stats.records_sent if up else 0, "acked": up.stats.records_acked if up else 0,
+            **self._uplink_view(),
             "workers": {n: ("failed" if w.failed else "running") for n, w in self.supervisor.workers.items()},
         }
+
+    def _uplink_view(self) -> dict[str, Any]:
+        """Broker connection and sync totals, for status, metrics and the runtime table."""
+        up = self.uplink
+        if up is None:
+            return {"broker": "stopped", "refusal": None, "inflight": 0, "sent": 0, "acked": 0, "resends": 0,
+                    "last_ack_at": 0}
+        return {"broker": up.state.value, "refusal": up.refusal, "inflight": up.inflight(),
+                "sent": up.stats.records_sent, "acked": up.stats.records_acked, "resends": up.stats.resends,
+                "last_ack_at": up.stats.last_ack_at}
 
     def _cmd_resync(self, args: dict[str, Any]) -> dict[str, Any]:
         if self.uplink is None:

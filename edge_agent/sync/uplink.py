@@ -16,7 +16,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -49,14 +49,9 @@ class Link(str, enum.Enum):
 class Inflight:
     cls: DataClass
     payload: bytes
-    first: int
-    last: int
-    count: int
     skip_ids: list[int]
-    live: bool
     sent_at: float
     tries: int = 1
-    mid: int | None = None
 
 
 @dataclass
@@ -70,7 +65,6 @@ class UplinkStats:
     puback_failures: int = 0
     bad_acks: int = 0
     last_ack_at: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Uplink:
@@ -301,13 +295,14 @@ class Uplink:
             self._live_cur[cls] = nxt - 1
             self._back_cur[cls] = 0
 
-    def _next_rows(self) -> tuple[DataClass, Block, bool] | None:
+    def _next_rows(self) -> tuple[DataClass, Block] | None:
+        """Live rows (produced since this connection) first, then backlog within the pacing budget."""
         limit, max_bytes = self.sync.batch_max_records, self.sync.batch_max_kb * 1024
         for cls in PRIORITY:
             rows = self.outbox.fetch(cls, self._live_cur[cls], limit=limit, max_bytes=max_bytes)
             if rows:
                 self._live_cur[cls] = rows.seq[-1]
-                return cls, rows, True
+                return cls, rows
         budget = self._bucket.available()
         if budget <= 0:
             return None
@@ -319,7 +314,7 @@ class Uplink:
             if rows:
                 self._back_cur[cls] = rows.seq[-1]
                 self._bucket.take(len(rows))
-                return cls, rows, False
+                return cls, rows
             self._back_cur[cls] = self._live_floor[cls]
         return None
 
@@ -334,7 +329,6 @@ class Uplink:
             item.sent_at = -1e18 if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE else self.clock()
             return
         self._mids[info.mid] = bid
-        item.mid = info.mid
 
     def _send_pass(self) -> int:
         """Re-send timed-out batches, then fill the window; return batches published.
@@ -360,14 +354,14 @@ class Uplink:
             picked = self._next_rows()
             if picked is None:
                 break
-            cls, rows, live = picked
+            cls, rows = picked
             skips = [s for s in self.outbox.pending_skips() if s[0] not in in_flight_skips]
             in_flight_skips.update(s[0] for s in skips)
             self._batch_no += 1
             bid = f"{self.boot:x}-{self._session:x}-{self._batch_no:x}"
             payload = envelope.encode_batch(self.device.id, self.device.site, cls, bid, self.outbox.epoch,
                                             self.boot, rows, skips, self.sync.compression)
-            item = Inflight(cls, payload, rows.seq[0], rows.seq[-1], len(rows), [s[0] for s in skips], live, now)
+            item = Inflight(cls, payload, [s[0] for s in skips], now)
             with self._lk:
                 self._inflight[bid] = item
                 self._publish(bid, item)
