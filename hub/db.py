@@ -56,6 +56,15 @@ def explain_gaps(raw: list[tuple[int, int]], skips: list[tuple[int, int]], epoch
     return subtract(gaps, skips)
 
 
+def device_row(cols: tuple[Any, ...], meta: dict[str, Any], events: int, raw: list[tuple[int, int]],
+               skips: list[tuple[int, int]], epochs: set[int]) -> dict[str, Any]:
+    """The per-device status both backends report (columns as selected from `devices`)."""
+    dev, site, online, boot, epoch, last_seq, last_seen = cols
+    return {"device": dev, "site": site, "online": bool(online), "boot": boot, "epoch": epoch,
+            "last_seq": last_seq, "last_seen": last_seen, "events": events, "meta": meta,
+            "gaps": explain_gaps(raw, skips, epochs), "dropped_ranges": len(skips)}
+
+
 SQLITE_SCHEMA = [
     "CREATE TABLE IF NOT EXISTS events (device_id TEXT NOT NULL, seq INTEGER NOT NULL, site TEXT NOT NULL,"
     " class TEXT NOT NULL, kind TEXT NOT NULL, ts REAL NOT NULL, body TEXT NOT NULL, received REAL NOT NULL,"
@@ -139,10 +148,8 @@ class SqliteBackend:
             skips = c.execute("SELECT first, last FROM skips WHERE device_id=?", (dev,)).fetchall()
             epochs = {r[0] for r in c.execute("SELECT first_seq FROM epochs WHERE device_id=?", (dev,))}
             n = c.execute("SELECT COUNT(*) FROM events WHERE device_id=?", (dev,)).fetchone()[0]
-            out.append({"device": dev, "site": site, "online": bool(online), "boot": boot, "epoch": epoch,
-                        "last_seq": last_seq, "last_seen": last_seen, "events": n,
-                        "meta": json.loads(meta) if meta else {},
-                        "gaps": explain_gaps(raw, skips, epochs), "dropped_ranges": len(skips)})
+            out.append(device_row((dev, site, online, boot, epoch, last_seq, last_seen),
+                                  json.loads(meta) if meta else {}, n, raw, skips, epochs))
         return out
 
     def count(self) -> int:
@@ -237,9 +244,8 @@ class PostgresBackend:
                 epochs = {r[0] for r in cur.fetchall()}
                 cur.execute("SELECT COUNT(*) FROM events WHERE device_id=%s", (dev,))
                 n = cur.fetchone()[0]  # type: ignore[index]
-                out.append({"device": dev, "site": site, "online": bool(online), "boot": boot, "epoch": epoch,
-                            "last_seq": last_seq, "last_seen": last_seen, "events": n, "meta": meta or {},
-                            "gaps": explain_gaps(raw, skips, epochs), "dropped_ranges": len(skips)})
+                out.append(device_row((dev, site, online, boot, epoch, last_seq, last_seen), meta or {}, n,
+                                      raw, skips, epochs))
         self.conn.commit()
         return out
 

@@ -12,3 +12,14 @@ class FrameError(ValueError):
 
 class DeviceTimeout(TimeoutError):
     """The device did not answer in time."""
+
+
+def resync(buf: bytearray, marker: bytes) -> bool:
+    """Drop bytes before the next `marker` in buf; True when buf now starts with it. With no marker,
+    keep only a tail that could be the start of one (a frame split across reads)."""
+    i = buf.find(marker)
+    if i < 0:
+        del buf[: max(0, len(buf) - len(marker) + 1)]
+        return False
+    del buf[:i]
+    return True

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edge_agent.drivers import FrameError
+from edge_agent.drivers import FrameError, resync
 
 PREAMBLE = b"\xaa\xaa\xaa\x96\x69"
 OK = b"\x00\x00\x90"
@@ -62,13 +62,7 @@ class StreamParser:
         self.buf += chunk
         out: list[Response] = []
         while True:
-            i = self.buf.find(PREAMBLE)
-            if i < 0:
-                del self.buf[: max(0, len(self.buf) - len(PREAMBLE) + 1)]  # keep a possible partial preamble
-                return out
-            if i:
-                del self.buf[:i]
-            if len(self.buf) < 7:
+            if not resync(self.buf, PREAMBLE) or len(self.buf) < 7:
                 return out
             n = int.from_bytes(self.buf[5:7], "big")
             if n < 4 or n > MAX_LEN:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edge_agent.drivers import resync
+
 SYNC = b"\x55\xaa"
 OPEN, STATUS, RESET_ALARM = 0x01, 0x02, 0x03
 ACK, STATUS_REPORT, PASSED, ALARM = 0x81, 0x82, 0x83, 0x84
@@ -57,13 +59,7 @@ class StreamParser:
         self.buf += chunk
         out: list[Frame] = []
         while True:
-            i = self.buf.find(SYNC)
-            if i < 0:
-                del self.buf[: max(0, len(self.buf) - 1)]
-                return out
-            if i:
-                del self.buf[:i]
-            if len(self.buf) < 5:
+            if not resync(self.buf, SYNC) or len(self.buf) < 5:
                 return out
             n = self.buf[4]
             if n > MAX_PAYLOAD:

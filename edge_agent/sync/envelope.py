@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import zstandard
 
-from edge_agent.records import Block, DataClass
+from edge_agent.records import Block, DataClass, to_ranges
 
 VERSION = 1
 CONTENT_TYPE = "application/vnd.venue.batch.v1+json"
@@ -51,8 +51,6 @@ class Batch:
     skipped: list[tuple[int, int, int, str]]  # (id, first, last, reason)
 
     def ranges(self) -> list[list[int]]:
-        from edge_agent.records import to_ranges
-
         return to_ranges(self.seq)
 
 

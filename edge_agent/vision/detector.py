@@ -58,7 +58,7 @@ def decode_yolov8(out: np.ndarray, classes: int = 80) -> tuple[np.ndarray, np.nd
     return xywh_to_xyxy(out[:, :4]), out[:, 4 + PERSON]
 
 
-DECODERS = {"yolox": "yolox", "yolov8": "yolov8"}
+DECODERS = ("yolox", "yolov8")
 
 
 def sha256_of(path: Path) -> str:
