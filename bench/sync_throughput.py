@@ -1,6 +1,6 @@
 """End-to-end sync throughput: outbox -> mosquitto -> hub commit -> ack -> purge.
 
-Ours (batched, app-level acks) vs the naive path (bench/naive.py), same mosquitto, same run; then the
+Ours (batched, app-level acks) vs the naive path (bench/baselines/naive.py), same mosquitto, same run; then the
 time to drain a 1,000,000-event backlog, and a burst into a slow hub on a default-settings broker.
 Ends with: RESULT events_per_s=.. naive_events_per_s=.. ratio=.. drain_1m_s=.. (+ burst figures)
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import naive  # noqa: E402
+from bench.baselines import naive  # noqa: E402
 from edge_agent.config.models import DeviceConfig, MqttConfig, SyncConfig  # noqa: E402
 from edge_agent.store import Outbox  # noqa: E402
 from edge_agent.sync.uplink import Uplink  # noqa: E402
@@ -61,7 +61,7 @@ def naive_run(work: Path, broker: Broker, n: int, name: str, slow_ms: float = 0,
     """(seconds until the hub stored what it will store, events stored at the hub)."""
     db, hub_db = work / f"naive-{name}.db", work / f"naive-hub-{name}.db"
     naive.fill(db, n)
-    hub = subprocess.Popen([sys.executable, "-m", "bench.naive", "hub", "--port", str(broker.port),
+    hub = subprocess.Popen([sys.executable, "-m", "bench.baselines.naive", "hub", "--port", str(broker.port),
                             "--db", str(hub_db), "--slow-ms", str(slow_ms)], cwd=ROOT)
     time.sleep(1.0)
     try:

@@ -2,7 +2,7 @@
 
 Agent: one event per MQTT message, QoS 1, the outbox row deleted (and committed) on PUBACK.
 Hub:   one INSERT + COMMIT per message, inside paho's on_message (a slow hub blocks its socket).
-Run the hub side as `python -m bench.naive hub --port P --db FILE [--slow-ms N]`.
+Run the hub side as `python -m bench.baselines.naive hub --port P --db FILE [--slow-ms N]`.
 """
 
 from __future__ import annotations
