@@ -190,7 +190,8 @@ def test_bad_line_and_missing_sequence_are_clear_errors(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "gt/gt.txt" in missing.stderr
 
 
-def test_vision_producer_feeds_the_outbox(tmp_path: Path) -> None:
+@pytest.mark.parametrize("snapshots", [False, True])
+def test_vision_producer_feeds_the_outbox(tmp_path: Path, snapshots: bool) -> None:
     import json
     import threading
 
@@ -202,7 +203,8 @@ def test_vision_producer_feeds_the_outbox(tmp_path: Path) -> None:
     cfg = AgentConfig.model_validate({
         "device": {"id": "cam-01", "site": "campus"},
         "producers": [{"type": "vision", "name": "door", "source": str(TUD), "interval_s": 30,
-                       "lines": [{"name": "door", "points": [320, 0, 320, 480]}]}]})
+                       "lines": [{"name": "door", "points": [320, 0, 320, 480]}],
+                       **({"snapshot_dir": str(tmp_path / "snaps"), "snapshot_keep": 3} if snapshots else {})}]})
     prod = build(cfg.producers[0], boot=1)
     stop = threading.Event()
     with Outbox(tmp_path / "o.db") as ob:
@@ -226,6 +228,13 @@ def test_vision_producer_feeds_the_outbox(tmp_path: Path) -> None:
     total_out = sum(c["lines"]["door"]["out"] for c in counts)
     assert (total_in, total_out) == (4, 1) and len(crossings) == 5
     assert states["vision.occupancy"]["inside"] == 3 and states["vision.camera"]["available"] is True
+    images = [p for p in tmp_path.rglob("*") if p.suffix.lower() in (".jpg", ".png")]
+    if snapshots:  # one per crossing, rotated down to snapshot_keep, and real images
+        import cv2
+
+        assert len(images) == 3 and all(cv2.imread(str(p)).shape == (480, 640, 3) for p in images)
+    else:
+        assert images == []  # privacy by default: no image written anywhere
 
 
 def test_unavailable_camera_is_reported_not_fatal(tmp_path: Path) -> None:
@@ -277,3 +286,55 @@ def test_gate_stride_adapts_to_cpu_pressure() -> None:
     fixed = Gate(GateConfig(stride=3))
     fixed.observe_load(10.0)
     assert fixed.stride == 3, "no budget (files): no adaptation"
+
+
+def test_dropped_http_stream_is_reopened_with_backoff(caplog: pytest.LogCaptureFixture) -> None:
+    """A real MJPEG-over-HTTP camera that drops its stream, then refuses for a while, then comes back:
+    the source reconnects with backoff and frames keep coming with increasing indices."""
+    import http.server
+    import socketserver
+    import threading
+
+    import cv2
+
+    from edge_agent.sync.backoff import Backoff
+    from edge_agent.vision.sources import video
+
+    connections: list[int] = []
+
+    class Camera(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            connections.append(1)
+            if len(connections) in (2, 3):  # the camera is rebooting: refuse twice
+                self.send_error(503)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            for i in range(15):  # then the stream drops mid-way
+                ok, jpg = cv2.imencode(".jpg", np.full((96, 128, 3), i * 12, np.uint8))
+                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpg))
+                self.wfile.write(jpg.tobytes() + b"\r\n")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Camera)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/stream.mjpg"
+    indices = []
+    try:
+        with caplog.at_level("WARNING"):
+            for frame in video(url, live=True, backoff=Backoff(0.05, 0.2)):
+                assert frame.image.shape == (96, 128, 3)
+                indices.append(frame.index)
+                if len(indices) >= 25:
+                    break
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(connections) >= 4  # first stream, two refusals, the stream again
+    assert indices == sorted(set(indices)) and len(indices) == 25
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "stream ended; reconnecting" in messages and "unavailable; retrying" in messages

@@ -2,7 +2,8 @@
 
 Records: `vision.count` (measurement, per interval and line), `vision.crossing` (measurement, one per
 crossing, when enabled), `vision.occupancy` (state: ins − outs and zone occupancy), and
-`vision.camera` (state: available / unavailable). No image ever leaves the device.
+`vision.camera` (state: available / unavailable). No image ever leaves the device; debug snapshots
+(an annotated JPEG per crossing) are written locally only when `snapshot_dir` is set, and rotated.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ class VisionProducer:
                                  key=f"camera:{c.name}")
                     t = frame.t
                     r = pipe.process(lambda f=frame: f.image, frame.index, frame.t)
+                    if r.crossings and c.snapshot_dir is not None:
+                        self._snapshot(frame, r, pipe)
                     if c.emit_crossings:
                         for x in r.crossings:
                             sink.put(DataClass.MEASUREMENT, "vision.crossing",
@@ -77,6 +80,23 @@ class VisionProducer:
                     sink.put(DataClass.STATE, "vision.camera", {"camera": c.name, "available": False,
                                                                 "reason": str(err)[:200]}, key=f"camera:{c.name}")
                 stop.wait(backoff.next())
+
+    def _snapshot(self, frame: Any, result: Any, pipe: Any) -> None:
+        """Local, opt-in: the frame with boxes, ids and lines; keeps the newest `snapshot_keep`."""
+        import cv2
+
+        from edge_agent.vision.annotate import draw
+
+        folder = Path(self.cfg.snapshot_dir)  # type: ignore[arg-type]
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            name = folder / f"{self.cfg.name}-{frame.index:08d}-{result.crossings[0].line}.jpg"
+            cv2.imwrite(str(name), draw(frame.image, result.tracks, pipe.lines))
+            old = sorted(folder.glob(f"{self.cfg.name}-*.jpg"), key=lambda p: p.stat().st_mtime_ns)
+            for p in old[: max(0, len(old) - self.cfg.snapshot_keep)]:
+                p.unlink(missing_ok=True)
+        except OSError as err:  # a full or read-only disk must not stop counting
+            logger.warning("debug snapshot not written: %s", err)
 
     def _emit(self, sink: Sink, pipe: Any, interval: dict[str, Any]) -> None:
         c = self.cfg

@@ -21,7 +21,10 @@ class GateConfig:
     # than near_line_px does too. 0 by default: on PETS 2009 wider margins changed counts more than
     # they helped (see bench/vision_fps.py).
     near_line_px: float = 0.0
-    lookahead: float = 1.0  # predicted crossing within lookahead × stride frames forces detection
+    # A predicted crossing within lookahead × stride frames forces detection. Half a stride is enough:
+    # the rule is re-checked every frame, so a crossing further ahead is caught on a later frame, closer
+    # to the moment it happens (1.0 spent 44 more detections on PETS 2009 for the same counts).
+    lookahead: float = 0.5
     idle_every: int = 15  # with no motion and no tracks
     motion_threshold: float = 0.002  # fraction of changed pixels in the region
     frame_budget_s: float | None = None  # e.g. 1/fps of a live camera: grow stride when slower

@@ -39,12 +39,15 @@ class Track:
     confirmed: bool = False
     lost: bool = False
     history: list[tuple[int, float, float]] = field(default_factory=list)  # (frame, x, y) bottom-centre
+    box: np.ndarray = field(init=False)  # x1, y1, x2, y2 of the current state (kept in step with mean)
 
-    @property
-    def box(self) -> np.ndarray:
-        cx, cy, a, h = self.mean[:4]
+    def __post_init__(self) -> None:
+        self._refresh()
+
+    def _refresh(self) -> None:
+        cx, cy, a, h = self.mean[:4].tolist()
         w = a * h
-        return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+        self.box = np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
 
     def predict(self) -> None:
         h = self.mean[3]
@@ -54,6 +57,7 @@ class Track:
         self.cov = _F @ self.cov @ _F.T
         self.cov[_DIAG] += (_Q_SCALE * h + _Q_CONST) ** 2  # process noise scaled by box height
         self.age += 1
+        self._refresh()
 
     def update(self, det: np.ndarray) -> None:
         z = _xyxy_to_xyah(det[:4])
@@ -64,6 +68,7 @@ class Track:
         self.mean = self.mean + k @ (z - _H @ self.mean)
         self.cov = (np.eye(8) - k @ _H) @ self.cov
         self.score = float(det[4])
+        self._refresh()
         self.hits += 1
         self.age = 0
         self.lost = False
