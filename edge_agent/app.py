@@ -168,6 +168,7 @@ class Agent:
     def _start_producers(self, cfg: AgentConfig) -> None:
         for pcfg in cfg.producers:
             prod = producers.build(pcfg, self.boot)
+            self.router.handlers.update(getattr(prod, "commands", dict)())  # e.g. gate.allowlist
             self.supervisor.add(f"producer:{pcfg.name}", self._producer_target(prod))
 
     def _producer_target(self, prod: producers.Producer) -> Callable[[threading.Event], None]:
@@ -262,8 +263,14 @@ class Agent:
             self._start_producers(new)
         if (old.mqtt, old.sync) != (new.mqtt, new.sync):
             self.cfg = new  # the uplink worker reads its settings from self.cfg when (re)started
+            stopped = self.uplink
             self.supervisor.remove("uplink")
             self.supervisor.add("uplink", self._run_uplink)
+            # Command results leave through self.uplink: wait until the new worker has installed its uplink,
+            # or this command's own result would be handed to the stopped one and lost.
+            deadline = time.monotonic() + 5
+            while self.uplink is stopped and time.monotonic() < deadline:
+                time.sleep(0.005)
 
     def _persist_overlay(self, patch: dict[str, Any]) -> None:
         if self.config_path is None:

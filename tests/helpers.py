@@ -15,6 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
 PY = sys.executable
 
 
@@ -163,3 +166,22 @@ def assert_exactly_once(hub_ids: list[str], promised: set[str]) -> None:
     missing = promised - set(hub_ids)
     assert dups == 0, f"{dups} duplicated passes at the hub"
     assert not missing, f"{len(missing)} promised passes never reached the hub, e.g. {sorted(missing)[:5]}"
+
+
+class Listener:
+    """A plain MQTT client that records what arrives on a topic filter."""
+
+    def __init__(self, broker: Broker, topic: str) -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.c.on_message = lambda c, u, m: self.messages.append((m.topic, m.payload, m.retain))
+        self.c.connect("127.0.0.1", broker.port)
+        self.c.subscribe(topic, qos=1)
+        self.c.loop_start()
+
+    def publish(self, topic: str, payload: bytes | str) -> None:
+        self.c.publish(topic, payload, qos=1).wait_for_publish(5)
+
+    def close(self) -> None:
+        self.c.loop_stop()
+        self.c.disconnect()

@@ -13,9 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.app import Agent, overlay_path
 from edge_agent.config.models import AgentConfig
@@ -23,7 +21,7 @@ from edge_agent.records import DataClass
 from edge_agent.sync.uplink import Link
 from hub.db import SqliteBackend
 from hub.ingest import HubWorker
-from tests.helpers import Broker, agent_config, agent_proc, free_port, wait_for
+from tests.helpers import Broker, Listener, agent_config, agent_proc, free_port, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -51,25 +49,6 @@ def hub(tmp_path: Path, broker: Broker) -> Iterator[HubWorker]:
     backend.close()
 
 
-class Listener:
-    """A plain MQTT client that records what arrives on a topic filter."""
-
-    def __init__(self, broker: Broker, topic: str) -> None:
-        self.messages: list[tuple[str, bytes, bool]] = []
-        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self.c.on_message = lambda c, u, m: self.messages.append((m.topic, m.payload, m.retain))
-        self.c.connect("127.0.0.1", broker.port)
-        self.c.subscribe(topic, qos=1)
-        self.c.loop_start()
-
-    def publish(self, topic: str, payload: bytes | str) -> None:
-        self.c.publish(topic, payload, qos=1).wait_for_publish(5)
-
-    def close(self) -> None:
-        self.c.loop_stop()
-        self.c.disconnect()
-
-
 def test_records_reach_hub_and_are_purged_only_after_ack(tmp_path: Path, broker: Broker, hub: HubWorker) -> None:
     agent = Agent(make_cfg(tmp_path, broker))
     agent.start()
@@ -90,10 +69,10 @@ def test_records_reach_hub_and_are_purged_only_after_ack(tmp_path: Path, broker:
 def test_no_hub_means_no_purge(tmp_path: Path, broker: Broker) -> None:
     """PUBACK from the broker is not enough: without the hub's ack the rows stay."""
     agent = Agent(make_cfg(tmp_path, broker))
+    for i in range(20):  # queued before the uplink starts: one batch, not up to 20 (the window holds few)
+        agent.outbox.put("transaction", "gate.pass", {"i": i})
     agent.start()
     try:
-        for i in range(20):
-            agent.outbox.put("transaction", "gate.pass", {"i": i})
         wait_for(lambda: agent.uplink and agent.uplink.stats.records_sent >= 20, 10, "records sent")
         time.sleep(1)
         assert agent.outbox.depth() == 20

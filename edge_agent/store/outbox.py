@@ -356,7 +356,9 @@ class Outbox:
         conn.executemany("INSERT INTO skipped (first, last, reason) VALUES (?,?,?)",
                          [(a, b, reason) for a, b in to_ranges([r[0] for r in rows])])
         self._count(conn, f"dropped.{cls.value}.{reason}", len(rows))
-        logger.warning("dropped %d %s records (%s)", len(rows), cls.value, reason)
+        # A newer state replacing an older one is the design, not a loss: debug, not a warning.
+        (logger.debug if reason == "coalesced" else logger.warning)("dropped %d %s records (%s)", len(rows),
+                                                                    cls.value, reason)
         return len(rows)
 
     def _count(self, conn: sqlite3.Connection, name: str, n: int) -> None:
