@@ -17,11 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
-from edge_agent.drivers import (  # noqa: E402
-    FrameError,  # noqa: E402
-    idreader,
-    turnstile,
-)
+from edge_agent.drivers import FrameError, display, idreader, turnstile  # noqa: E402
 from edge_agent.drivers.serialio import LineReader  # noqa: E402
 from edge_agent.gate import idnumber, tickets  # noqa: E402
 from edge_agent.sync import envelope  # noqa: E402
@@ -56,6 +52,7 @@ def seeds() -> dict[str, list[bytes]]:
         "scanner": [qr.encode() + b"\r\n", b"11010519491231002X\n"],
         "envelope": [envelope.encode_ack(envelope.Ack("b", envelope.DataClass.STATE, [[1, 2]], [], 2, 0))],
         "command": [b'{"id":"1","args":{"patch":{"sync":{"window":4}}}}'],
+        "display": [display.text_cmd(1, "已满 FULL", "R"), display.frame(b"A"), display.frame(b"B,5")],
     }, key
 
 
@@ -72,6 +69,7 @@ def main() -> None:
     router = CommandRouter({"config": lambda args: {"ok": True}})
     names = list(corpus)
     crashes, frames, accepted = 0, 0, {n: 0 for n in names}
+    rejected_display = 0
     t0 = time.perf_counter()
     while frames < a.frames:
         name = names[frames % len(names)]
@@ -99,6 +97,12 @@ def main() -> None:
                                 tickets.parse(item, pub)
                             except ValueError:
                                 pass
+            elif name == "display":
+                try:
+                    display.parse(data.rstrip(b"\r\n"))
+                    accepted[name] += 1
+                except FrameError:
+                    rejected_display += 1
             elif name == "envelope":
                 try:
                     envelope.decode_ack(data)
@@ -116,7 +120,8 @@ def main() -> None:
     rejected = {n: p.bad for n, p in parsers.items()}
     print(f"{frames:,} frames in {dt:.1f} s ({frames / dt:,.0f}/s); accepted {accepted}; rejected {rejected}")
     print(f"RESULT frames={frames} crashes={crashes} rejected_idreader={rejected['idreader']} "
-          f"rejected_turnstile={rejected['turnstile']} rejected_scanner={rejected['scanner']}")
+          f"rejected_turnstile={rejected['turnstile']} rejected_scanner={rejected['scanner']} "
+          f"rejected_display={rejected_display}")
 
 
 if __name__ == "__main__":

@@ -109,6 +109,14 @@ def test_fuzz_stream_parsers(data: bytes) -> None:
     for p in (idreader.StreamParser(), turnstile.StreamParser(), LineReader(64)):
         for i in range(0, len(data), 7):
             p.feed(data[i:i + 7])
+    from edge_agent.drivers import display
+
+    for line in data.split(b"\n"):
+        try:
+            cmd = display.parse(line.rstrip(b"\r"))
+        except FrameError:
+            continue
+        assert cmd.op in ("T", "C", "B", "A", "N")
 
 
 @given(st.text(max_size=300))

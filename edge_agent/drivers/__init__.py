@@ -23,3 +23,11 @@ def resync(buf: bytearray, marker: bytes) -> bool:
         return False
     del buf[:i]
     return True
+
+
+def xor(data: bytes) -> int:
+    """XOR of all bytes: the check byte of the ID-reader and display frames."""
+    x = 0
+    for b in data:
+        x ^= b
+    return x

@@ -8,9 +8,12 @@ the status bytes. Status 00 00 90 = success. "Read text and photo" (30 01) retur
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import Any
 
-from edge_agent.drivers import FrameError, resync
+from edge_agent.drivers import DeviceTimeout, FrameError, resync, xor
+from edge_agent.drivers.serialio import read_available
 
 PREAMBLE = b"\xaa\xaa\xaa\x96\x69"
 OK = b"\x00\x00\x90"
@@ -19,13 +22,6 @@ CMD_FIND, CMD_SELECT, CMD_READ = b"\x20\x01", b"\x20\x02", b"\x30\x01"
 # Text block layout in bytes (UCS-2 LE): name, sex, nation, birth, address, id, issuer, valid from/to.
 FIELDS = (("name", 30), ("sex", 2), ("nation", 4), ("birth", 16), ("address", 70), ("id_number", 36),
           ("issuer", 30), ("valid_from", 16), ("valid_to", 16))
-
-
-def xor(data: bytes) -> int:
-    x = 0
-    for b in data:
-        x ^= b
-    return x
 
 
 def build(head: bytes, data: bytes = b"") -> bytes:
@@ -117,3 +113,26 @@ def encode_card(card: IdCard, photo: bytes = b"\x00" * 1024) -> bytes:
     text = b"".join(getattr(card, n).ljust(size // 2)[: size // 2].encode("utf-16-le") for n, size in FIELDS)
     text += b"\x20\x00" * ((256 - len(text)) // 2)  # reserved tail, UCS-2 spaces
     return len(text).to_bytes(2, "big") + len(photo).to_bytes(2, "big") + text + photo
+
+
+class Reader:
+    """Host side: poll for a card (FIND → SELECT → READ) on a serial transport; one request at a time."""
+
+    def __init__(self, port: Any, timeout_s: float = 1.0) -> None:
+        self.port, self.timeout = port, timeout_s
+        self.parser = StreamParser()
+
+    def _request(self, cmd: bytes) -> Response:
+        self.port.write(command(cmd))
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            for r in self.parser.feed(read_available(self.port)):
+                return r
+        raise DeviceTimeout(f"ID reader did not answer command {cmd.hex()}")
+
+    def poll(self) -> IdCard | None:
+        """The card on the reader, or None when there is none. FrameError for an unreadable card."""
+        if not self._request(CMD_FIND).ok or not self._request(CMD_SELECT).ok:
+            return None
+        r = self._request(CMD_READ)
+        return parse_card(r.data) if r.ok else None

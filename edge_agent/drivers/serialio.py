@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+logger = logging.getLogger(__name__)
 
 
 class Transport(Protocol):
@@ -55,3 +60,27 @@ def read_available(port: Transport, block_s: float | None = None) -> bytes:
         return b""
     waiting = getattr(port, "in_waiting", 0)
     return first + (port.read(waiting) if waiting else b"")
+
+
+def open_port(url: str, baud: int, timeout: float = 0.05) -> Any:
+    """A device path or pyserial URL (loop://, rfc2217://) as a serial port with a short read timeout."""
+    import serial
+
+    return serial.serial_for_url(url, baudrate=baud, timeout=timeout)
+
+
+def read_lines(url: str, baud: int, on_line: Callable[[str], Any], stop: threading.Event,
+               max_len: int = 1024) -> None:
+    """Line-based readers (QR scanners, staff tag readers): call on_line for every good line until stop;
+    an unplugged port is logged and reopened every second."""
+    reader = LineReader(max_len)
+    port = None
+    while not stop.is_set():
+        try:
+            port = port or open_port(url, baud)
+            for line in reader.feed(read_available(port)):
+                on_line(line)
+        except OSError as err:
+            logger.error("serial reader %s: %s; retrying", url, err)
+            port = None
+            stop.wait(1)

@@ -17,9 +17,13 @@ def check_digit(first17: str) -> str:
     return _CHECK[sum(int(c) * w for c, w in zip(first17, _WEIGHTS, strict=True)) % 11]
 
 
+def normalise(number: str) -> str:
+    return number.strip().upper()
+
+
 def validate(number: str) -> str | None:
     """None when valid; otherwise why not (format, birth date, check digit). Lower-case x is accepted."""
-    n = number.strip().upper()
+    n = normalise(number)
     if not _FORMAT.match(n):
         return "an ID number is 17 digits and a digit or X"
     try:

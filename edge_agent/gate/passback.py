@@ -14,6 +14,15 @@ class UsedTickets:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.execute("CREATE TABLE IF NOT EXISTS used (ticket TEXT PRIMARY KEY, at REAL, gate TEXT)")
+        self.conn.execute("CREATE TABLE IF NOT EXISTS occupancy (day TEXT PRIMARY KEY, inside INTEGER)")
+
+    def load_inside(self, day: str) -> int:
+        """Occupancy survives a reboot of the gate computer; a new day starts at 0."""
+        row = self.conn.execute("SELECT inside FROM occupancy WHERE day=?", (day,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def save_inside(self, day: str, inside: int) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO occupancy VALUES (?,?)", (day, inside))
 
     def used(self, ticket: str) -> bool:
         return self.conn.execute("SELECT 1 FROM used WHERE ticket=?", (ticket,)).fetchone() is not None

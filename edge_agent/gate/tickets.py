@@ -10,9 +10,10 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -116,18 +117,48 @@ class Capacity:
         return crossed
 
 
+class AllowStore(Protocol):
+    def lookup(self, id_number: str) -> Any: ...  # an allowlist.Entry or None
+
+
 class Validator:
+    """Offline rules for one site. Gates share it (one capacity); `lock` guards `pending` and the capacity."""
+
     def __init__(self, venue: str, key: Ed25519PublicKey, used: UsedStore, capacity: Capacity,
-                 clock: Callable[[], dt.datetime], grace_min: int = 15) -> None:
+                 clock: Callable[[], dt.datetime], grace_min: int = 15, allow: AllowStore | None = None) -> None:
         self.venue, self.key, self.used_store, self.capacity = venue, key, used, capacity
-        self.clock, self.grace = clock, grace_min
+        self.clock, self.grace, self.allow = clock, grace_min, allow
         self.pending: dict[str, int] = {}  # opened, waiting for the turnstile to confirm: persons
+        self.lock = threading.RLock()
 
     def decide(self, qr: str) -> Decision:
         try:
             t = parse(qr, self.key)
         except ValueError as err:
             return Decision(False, str(err))
+        return self.check(t)
+
+    def decide_id(self, id_number: str) -> Decision:
+        """A real-name ticket: the ID card read at the gate against the synced allow-list."""
+        from edge_agent.gate.idnumber import validate
+
+        if validate(id_number) is not None:
+            return Decision(False, "bad_id_number")
+        entry = self.allow.lookup(id_number) if self.allow is not None else None
+        if entry is None:
+            return Decision(False, "no_reservation")
+        return self.check(Ticket(entry.ticket, self.venue, entry.date, entry.slot, entry.party, float("inf")))
+
+    def release(self, ticket: str) -> None:
+        """An opened ticket nobody walked through (or the turnstile never opened): it may be used again."""
+        with self.lock:
+            self.pending.pop(ticket, None)
+
+    def check(self, t: Ticket) -> Decision:
+        with self.lock:
+            return self._check(t)
+
+    def _check(self, t: Ticket) -> Decision:
         now = self.clock()
         if t.venue != self.venue:
             return Decision(False, "wrong_venue", t.id)

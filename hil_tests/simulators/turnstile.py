@@ -2,50 +2,34 @@
 
 from __future__ import annotations
 
-import select
 import threading
 import time
 
 from edge_agent.drivers import turnstile as ts
-from hil_tests.simulators.pty import PtyPair
+from hil_tests.simulators.base import PtyDevice
 
 
-class TurnstileSim:
+class TurnstileSim(PtyDevice):
     def __init__(self, addr: int = 1, pass_delay: float = 0.0, walk_through: bool = True) -> None:
-        self.pty = PtyPair()
         self.addr, self.pass_delay, self.walk_through = addr, pass_delay, walk_through
         self.parser = ts.StreamParser()
         self.opens: list[tuple[float, int, int]] = []  # (time received, dir, persons)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    @property
-    def path(self) -> str:
-        return self.pty.path
+        super().__init__()
 
     def _send(self, cmd: int, payload: bytes) -> None:
         self.pty.write(ts.Frame(self.addr, cmd, payload).encode())
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            r, _, _ = select.select([self.pty.master], [], [], 0.05)
-            if not r:
-                continue
-            try:
-                chunk = self.pty.read()
-            except OSError:
-                return
-            for f in self.parser.feed(chunk):
-                if f.addr != self.addr:
-                    continue  # another controller on the RS-485 bus
-                if f.cmd == ts.OPEN and len(f.payload) == 2:
-                    self.opens.append((time.perf_counter(), f.payload[0], f.payload[1]))
-                    self._send(ts.ACK, bytes([ts.OPEN, 0]))
-                    if self.walk_through:
-                        threading.Thread(target=self._walk, args=(f.payload[0], f.payload[1]), daemon=True).start()
-                elif f.cmd == ts.STATUS:
-                    self._send(ts.STATUS_REPORT, bytes([0, 0]))
+    def on_bytes(self, chunk: bytes) -> None:
+        for f in self.parser.feed(chunk):
+            if f.addr != self.addr:
+                continue  # another controller on the RS-485 bus
+            if f.cmd == ts.OPEN and len(f.payload) == 2:
+                self.opens.append((time.perf_counter(), f.payload[0], f.payload[1]))
+                self._send(ts.ACK, bytes([ts.OPEN, 0]))
+                if self.walk_through:
+                    threading.Thread(target=self._walk, args=(f.payload[0], f.payload[1]), daemon=True).start()
+            elif f.cmd == ts.STATUS:
+                self._send(ts.STATUS_REPORT, bytes([0, 0]))
 
     def _walk(self, direction: int, persons: int) -> None:
         for left in range(persons - 1, -1, -1):
@@ -54,8 +38,3 @@ class TurnstileSim:
 
     def alarm(self, code: int) -> None:
         self._send(ts.ALARM, bytes([code]))
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(1)
-        self.pty.close()

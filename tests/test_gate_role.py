@@ -1,0 +1,322 @@
+"""The gate role as an agent producer: simulated scanners, ID reader, turnstiles and display on real ptys,
+a real mosquitto and hub. The 1,000-ticket scenario checks every decision and that each reached the hub once."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from edge_agent.app import Agent
+from edge_agent.config.models import AgentConfig, GateRoleConfig
+from edge_agent.drivers import idreader
+from edge_agent.gate import idnumber
+from edge_agent.gate.controller import GateController
+from edge_agent.gate.passback import UsedTickets
+from edge_agent.gate.role import GateRole
+from edge_agent.gate.tickets import Capacity, Ticket, Validator, sign
+from edge_agent.records import DataClass
+from edge_agent.store import Outbox
+from edge_agent.sync.uplink import Link
+from hil_tests.simulators.display import DisplaySim
+from hil_tests.simulators.gpio import ContactTurnstileSim
+from hil_tests.simulators.idreader import IdReaderSim
+from hil_tests.simulators.scanner import ScannerSim
+from hil_tests.simulators.turnstile import TurnstileSim
+from hub.db import SqliteBackend
+from hub.ingest import HubWorker
+from tests.helpers import Broker, Listener, wait_for
+
+TZ = ZoneInfo("Asia/Shanghai")
+KEY = Ed25519PrivateKey.generate()
+PUB = base64.b64encode(KEY.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
+
+
+def qr(tid: str, *, venue: str = "westlake", date: str | None = None, slot: str = "00:00-23:59", party: int = 1,
+       expires_in: float = 3600, key: Ed25519PrivateKey = KEY) -> str:
+    now = dt.datetime.now(TZ)
+    return sign(Ticket(tid, venue, date or now.date().isoformat(), slot, party, now.timestamp() + expires_in), key)
+
+
+def id_number(seed: int) -> str:
+    first = f"110105{1950 + seed % 50}{1 + seed % 12:02d}{1 + seed % 28:02d}{seed % 1000:03d}"
+    return first + idnumber.check_digit(first)
+
+
+def card(number: str) -> idreader.IdCard:
+    return idreader.IdCard("测试", "1", "01", "19900101", "杭州市西湖区", number, "公安局", "20200101", "20400101")
+
+
+def decisions(db: Path) -> list[dict[str, Any]]:
+    conn = sqlite3.connect(db)
+    try:
+        rows = conn.execute("SELECT body FROM events WHERE kind='gate.decision' ORDER BY seq")
+        return [json.loads(b) for (b,) in rows]
+    finally:
+        conn.close()
+
+
+@pytest.mark.broker
+def test_thousand_tickets_through_two_gates_reach_the_hub_once(tmp_path: Path, broker: Broker) -> None:
+    backend = SqliteBackend(str(tmp_path / "hub.db"))
+    hub = HubWorker(backend, "127.0.0.1", broker.port, client_id="hub-gate")
+    hub.start()
+    sims = {"a": (ScannerSim(), TurnstileSim()), "b": (ScannerSim(), TurnstileSim())}
+    ids, disp = IdReaderSim(), DisplaySim()
+    capacity = 600
+    cfg = AgentConfig.model_validate({
+        "device": {"id": "gate-01", "site": "westlake", "role": "gate"},
+        "store": {"path": str(tmp_path / "outbox.db")},
+        "mqtt": {"url": broker.url},
+        "sync": {"ack_timeout_s": 2, "backoff_min_s": 0.2, "backoff_max_s": 1},
+        "producers": [{
+            "type": "gate", "venue": "westlake", "public_key": PUB, "capacity": capacity,
+            "state_dir": str(tmp_path / "gate"), "allowlist_key": "k3y", "idreader_poll_s": 0.05,
+            "display": {"port": disp.path},
+            "lanes": [{"name": "a", "scanner": sims["a"][0].path, "turnstile": sims["a"][1].path,
+                       "idreader": ids.path},
+                      {"name": "b", "scanner": sims["b"][0].path, "turnstile": sims["b"][1].path}]}]})
+    agent = Agent(cfg)
+    recorded: list[dict[str, Any]] = []  # decisions as the role records them (durable when put returns)
+    put = agent.outbox.put
+
+    def counting_put(cls: Any, kind: str, body: Any, **kw: Any) -> Any:
+        r = put(cls, kind, body, **kw)
+        if kind == "gate.decision":
+            recorded.append(body)
+        return r
+
+    agent.outbox.put = counting_put  # type: ignore[method-assign]
+    agent.start()
+    results = Listener(broker, "venue/v1/westlake/gate-01/result")
+    expected: list[tuple[str | None, str]] = []
+    try:
+        assert hub.connected.wait(10)
+        wait_for(lambda: agent.uplink is not None and agent.uplink.state is Link.CONNECTED, 20, "agent online")
+        # Real-name tickets: the allow-list arrives as a downlink command (only hashes are kept).
+        booked = [id_number(i) for i in range(10)]
+        entries = [{"id": n, "ticket": f"ID{i}", "date": dt.datetime.now(TZ).date().isoformat(),
+                    "slot": "00:00-23:59"} for i, n in enumerate(booked)]
+        results.publish("venue/v1/westlake/gate-01/cmd/gate.allowlist",
+                        json.dumps({"id": "c1", "args": {"version": 1, "entries": entries}}))
+        wait_for(lambda: any(b'"c1"' in m[1] and b'"ok": true' in m[1].replace(b'":true', b'": true')
+                             for m in results.messages), 20, "allow-list installed")
+        rng = np.random.default_rng(7)
+        forger = Ed25519PrivateKey.generate()
+        later = "02:00-03:00" if dt.datetime.now(TZ).hour >= 12 else "20:00-21:00"
+        tomorrow = (dt.datetime.now(TZ) + dt.timedelta(days=1)).date().isoformat()
+        plan: list[tuple[str, str, str | None, str]] = []  # (via, payload, ticket, expected reason)
+        valid = 0
+        for i in range(975):
+            r = rng.random()
+            if r < 0.06:
+                plan.append(("qr", qr(f"F{i}", key=forger), None, "bad_signature"))  # unverified: no id
+            elif r < 0.10:
+                plan.append(("qr", qr(f"W{i}", slot=later), f"W{i}", "wrong_slot"))
+            elif r < 0.12:
+                plan.append(("qr", qr(f"D{i}", date=tomorrow), f"D{i}", "wrong_date"))
+            elif r < 0.14:
+                plan.append(("qr", qr(f"V{i}", venue="lingyin"), f"V{i}", "wrong_venue"))
+            elif r < 0.16:
+                plan.append(("qr", qr(f"E{i}", expires_in=-60), f"E{i}", "expired"))
+            elif r < 0.17:
+                plan.append(("qr", "NOT-A-TICKET-" + str(i), None, "bad_format"))
+            elif r < 0.25 and valid:
+                old = [p for p in plan if p[2] and p[2].startswith("T")][int(rng.integers(0, valid))]
+                plan.append(("qr", old[1], old[2], "?"))  # the same ticket again
+            else:
+                plan.append(("qr", qr(f"T{i}"), f"T{i}", "?"))  # ok until the site is full
+                valid += 1
+        for i in range(25):  # ID cards: booked, not booked, and a bad check digit
+            n = booked[i] if i < 10 else id_number(100 + i)
+            if i >= 20:
+                n = n[:17] + ("0" if n[17] != "0" else "1")
+            plan.append(("id", n, f"ID{i}" if i < 10 else None, "?"))
+        inside, used = 0, set()
+        for k, (via, payload, ticket, reason) in enumerate(plan):
+            if reason == "?":
+                if via == "id" and ticket is None:
+                    reason = "bad_id_number" if idnumber.validate(payload) else "no_reservation"
+                elif ticket in used:
+                    reason = "already_used"
+                else:
+                    reason = "ok" if inside < capacity else "capacity"
+            if reason == "ok":
+                inside += 1
+                used.add(ticket)
+            expected.append((ticket, reason))
+            if via == "id":
+                ids.place(card(payload))
+            else:
+                sims["ab"[k % 2]][0].scan(payload)
+            want = k + 1
+            wait_for(lambda want=want: len(recorded) >= want, 10, f"decision {want}", every=0.002)
+        wait_for(lambda: len(decisions(tmp_path / "hub.db")) >= len(plan), 60, "every decision at the hub")
+        wait_for(lambda: "已满" in disp.text(), 10, "the display to say full")
+    finally:
+        results.close()
+        agent.stop()
+        hub.stop()
+        backend.close()
+        for s, t in sims.values():
+            s.close()
+            t.close()
+        ids.close()
+        disp.close()
+    got = decisions(tmp_path / "hub.db")
+    assert len(got) == len(plan) == 1000  # each decision recorded once, none missing
+    assert [(d["ticket"], d["reason"]) for d in got] == expected
+    assert sum(r == "ok" for _, r in expected) == capacity and any(r == "capacity" for _, r in expected)
+    for reason in ("bad_signature", "already_used", "wrong_slot", "wrong_date", "wrong_venue", "expired",
+                   "bad_format", "no_reservation", "bad_id_number"):
+        assert any(r == reason for _, r in expected), reason
+    assert all(idnumber.mask(n) not in json.dumps(got) and n not in json.dumps(got) for n in booked)
+    assert len(sims["a"][1].opens) + len(sims["b"][1].opens) == capacity
+
+
+def _validator(tmp_path: Path, limit: int = 10) -> tuple[Validator, UsedTickets]:
+    used = UsedTickets(tmp_path / "gate.db")
+    return Validator("westlake", KEY.public_key(), used, Capacity(limit), lambda: dt.datetime.now(TZ)), used
+
+
+def test_dry_contact_fallback_counts_a_pass_only_on_the_sensor(tmp_path: Path) -> None:
+    v, used = _validator(tmp_path)
+    out: list[tuple[str, dict[str, Any]]] = []
+    g = GateController("c", v, used, lambda k, b: out.append((k, b)), pass_timeout_s=0.3)
+    walks = ContactTurnstileSim()
+    g.attach_contacts(walks.relay, walks.sensor, pulse_s=0.01)
+    assert g.on_scan(qr("P1", party=2)).ok
+    wait_for(lambda: [k for k, _ in out].count("gate.pass") == 2, 5, "both of the party through")
+    assert walks.relay.pulses == 2 and used.used("P1") and v.capacity.inside == 2
+    nobody = ContactTurnstileSim(walk=False)  # relay pulses, nobody walks through
+    g.attach_contacts(nobody.relay, nobody.sensor, pulse_s=0.01)
+    assert g.on_scan(qr("P2")).ok
+    wait_for(lambda: (g.expire(), [k for k, _ in out].count("gate.not_passed") == 1)[1], 5, "release")
+    assert not used.used("P2") and v.capacity.inside == 2 and g.on_scan(qr("P2")).ok  # may be scanned again
+
+
+def test_camera_qr_lane_decodes_codes_from_frames(tmp_path: Path) -> None:
+    import cv2
+
+    frames = tmp_path / "cam"
+    frames.mkdir()
+    codes = [qr("C1"), qr("C2", key=Ed25519PrivateKey.generate())]
+    enc = cv2.QRCodeEncoder.create()
+    n = 0
+    for code in codes:
+        img = cv2.resize(enc.encode(code), None, fx=4, fy=4, interpolation=cv2.INTER_NEAREST)
+        img = cv2.copyMakeBorder(img, 40, 40, 40, 40, cv2.BORDER_CONSTANT, value=255)
+        for _ in range(3):  # held up for three frames: decided once
+            n += 1
+            cv2.imwrite(str(frames / f"{n:04d}.png"), cv2.cvtColor(img, cv2.COLOR_GRAY2BGR))
+    sim = TurnstileSim()
+    cfg = GateRoleConfig.model_validate({"type": "gate", "venue": "westlake", "public_key": PUB, "capacity": 10,
+                                         "state_dir": str(tmp_path / "g"),
+                                         "lanes": [{"name": "cam", "camera_qr": str(frames), "turnstile": sim.path}]})
+    stop = threading.Event()
+    with Outbox(tmp_path / "o.db") as ob:
+        t = threading.Thread(target=GateRole(cfg, 1).run, args=(ob, stop))
+        t.start()
+        try:
+            wait_for(lambda: ob.fetch(DataClass.TRANSACTION, 0, limit=50).kind.count("gate.decision") >= 2, 20,
+                     "two decisions")
+        finally:
+            stop.set()
+            t.join(5)
+            sim.close()
+        m = ob.fetch(DataClass.TRANSACTION, 0, limit=50)
+        got = [json.loads(b)["reason"] for k, b in zip(m.kind, m.body, strict=True) if k == "gate.decision"]
+    assert got == ["ok", "bad_signature"]
+
+
+def test_qr_decoder_reads_tilted_blurred_codes_in_a_camera_frame() -> None:
+    """A phone held up to a gate camera: small, tilted, blurred, low contrast, in a noisy frame. Fixed seed."""
+    import cv2
+    import numpy as np
+
+    from edge_agent.gate.role import qr_decoder
+
+    rng = np.random.default_rng(7)
+    enc, decode, read = cv2.QRCodeEncoder.create(), qr_decoder(), 0
+    for i in range(20):
+        code = qr(f"T{i}", key=Ed25519PrivateKey.generate())
+        q = cv2.resize(enc.encode(code), None, fx=rng.uniform(2.5, 5), fy=rng.uniform(2.5, 5))
+        h, w = q.shape
+        ox, oy = 320 - w / 2, 240 - h / 2
+        corners = [(ox, oy), (ox + w, oy), (ox + w, oy + h), (ox, oy + h)]
+        dst = np.float32([(x + rng.uniform(-0.08, 0.08) * w, y + rng.uniform(-0.08, 0.08) * w) for x, y in corners])
+        m = cv2.getPerspectiveTransform(np.float32([[0, 0], [w, 0], [w, h], [0, h]]), dst)
+        warped = cv2.warpPerspective(q, m, (640, 480), borderValue=255)
+        inside = cv2.warpPerspective(np.full_like(q, 255), m, (640, 480)) > 0
+        frame = (rng.integers(0, 30, (480, 640)) + 200).astype(np.uint8)
+        frame[inside] = (warped[inside] * 0.8 + 30).astype(np.uint8)
+        frame = cv2.cvtColor(cv2.GaussianBlur(frame, (3, 3), 0.8), cv2.COLOR_GRAY2BGR)
+        read += decode(frame) == code
+    assert decode(np.full((480, 640, 3), 128, np.uint8)) == ""  # nothing there: nothing read
+    assert read >= 19, f"read {read} of 20 codes"
+
+
+def test_occupancy_survives_a_restart_and_a_new_day_starts_empty(tmp_path: Path) -> None:
+    used = UsedTickets(tmp_path / "gate.db")
+    used.save_inside("2026-11-22", 42)
+    used.close()
+    again = UsedTickets(tmp_path / "gate.db")
+    assert again.load_inside("2026-11-22") == 42 and again.load_inside("2026-11-23") == 0
+
+
+def test_id_reader_driver_reads_a_card_and_times_out_when_silent() -> None:
+    import serial
+
+    from edge_agent.drivers import DeviceTimeout
+    from hil_tests.simulators.pty import PtyPair
+
+    with IdReaderSim() as sim:
+        reader = idreader.Reader(serial.Serial(sim.path, 115200, timeout=0.05), timeout_s=0.5)
+        assert reader.poll() is None  # no card on the reader
+        sim.place(card(id_number(3)))
+        got = reader.poll()
+        assert got is not None and got.id_number == id_number(3) and got.name == "测试"
+    silent = PtyPair()  # a reader that is plugged in but dead
+    try:
+        with pytest.raises(DeviceTimeout):
+            idreader.Reader(serial.Serial(silent.path, 115200, timeout=0.05), timeout_s=0.3).poll()
+    finally:
+        silent.close()
+
+
+def test_display_protocol_round_trip_and_rejections() -> None:
+    import serial
+
+    from edge_agent.drivers import FrameError, display
+
+    assert display.parse(display.text_cmd(1, "FULL", "R").rstrip(b"\r\n")).args == (b"1", b"R", b"FULL")
+    for bad in (b"$T,1,G,hi*00", b"T,1,G,hi*3A", b"$X*58", b"$T,12,G,x*00", b"$B,10*00"):
+        with pytest.raises(FrameError):
+            display.parse(bad)
+    with pytest.raises(ValueError):
+        display.text_cmd(0, "a*b")
+    with DisplaySim() as sim:
+        d = display.Display(serial.Serial(sim.path, 9600, timeout=0.05))
+        assert d.show(display.occupancy_rows(10, 100, False)) == 2
+        assert d.show(display.occupancy_rows(10, 100, False)) == 0  # unchanged rows are not rewritten
+        assert d.show(display.occupancy_rows(100, 100, True)) == 2
+        assert sim.rows[1] == ("已满 暂停入园 FULL", "R") and sim.rejected == 0
+
+
+@pytest.mark.parametrize("bad_key", ["", "abc", base64.b64encode(b"x" * 31).decode()])
+def test_gate_config_rejects_a_bad_public_key(bad_key: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="public_key"):
+        GateRoleConfig.model_validate({"type": "gate", "venue": "v", "public_key": bad_key, "capacity": 1,
+                                       "lanes": [{"name": "a"}]})
