@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -159,9 +159,106 @@ class VisionProducerConfig(Base):
     threads: int = Field(2, ge=1, le=16, description="onnxruntime intra-op threads.")
     model: Path | None = Field(None, description="Model folder with manifest.json (default models/yolox_nano).")
     loop: bool = Field(False, description="Replay a video file or folder forever (demos).")
+    snapshot_dir: Path | None = Field(
+        None, description="Opt-in debug snapshots: an annotated JPEG per crossing, written here, never uploaded.")
+    snapshot_keep: int = Field(100, ge=1, le=100_000, description="Snapshots kept; the oldest are deleted.")
 
 
-ProducerConfig = Annotated[SyntheticProducerConfig | VisionProducerConfig, Field(discriminator="type")]
+class GateLaneConfig(Base):
+    """One lane: its readers and its turnstile. Ports are device paths or pyserial URLs (loop://, rfc2217://)."""
+
+    name: str = Field(pattern=IDENT, description="Lane name in records.")
+    scanner: str | None = Field(None, description="Serial QR/barcode scanner port.")
+    scanner_baud: int = Field(9600, description="Scanner baud rate.")
+    idreader: str | None = Field(None, description="2nd-generation ID card reader port (real-name tickets).")
+    idreader_baud: int = Field(115200, description="ID reader baud rate.")
+    camera_qr: str | None = Field(None, description="Camera (index, URL or file) whose frames are decoded as QR.")
+    turnstile: str | None = Field(None, description="Turnstile controller port (RS-485).")
+    turnstile_baud: int = Field(9600, description="Turnstile baud rate.")
+    turnstile_addr: int = Field(1, ge=0, le=255, description="Controller address on the RS-485 bus.")
+
+
+class DisplayConfig(Base):
+    port: str = Field(description="LED/LCD board port.")
+    baud: int = Field(9600, description="Baud rate.")
+    encoding: str = Field("gb2312", description="Text encoding the board expects.")
+    ack: bool = Field(True, description="The board acknowledges frames ($A/$N); false for write-only boards.")
+
+
+class GateRoleConfig(Base):
+    """Ticket gates of one site: offline validation, turnstiles, capacity, occupancy display."""
+
+    type: Literal["gate"] = Field(description="Producer plugin name.")
+    name: str = Field("gate", pattern=IDENT, description="Worker name.")
+    venue: str = Field(min_length=1, description="Venue id the tickets must carry.")
+    public_key: str = Field(description="Ticket-signing Ed25519 public key (raw 32 bytes, base64 or hex).")
+    capacity: int = Field(gt=0, description="Site capacity: entry is refused at this occupancy.")
+    thresholds: list[float] = Field([0.8, 0.9, 1.0], description="Occupancy ratios that raise alerts.")
+    grace_min: int = Field(15, ge=0, le=240, description="Minutes of slack around a reservation time slot.")
+    timezone: str = Field("Asia/Shanghai", description="Venue time zone (dates and slots are local).")
+    state_dir: Path = Field(Path("/var/lib/edge-agent/gate"), description="Used tickets, occupancy, allow-list.")
+    allowlist_key: str | None = Field(None, description="Secret for hashing ID numbers in the allow-list.")
+    idreader_poll_s: float = Field(0.3, gt=0, description="ID reader polling period.")
+    pass_timeout_s: float = Field(10, gt=0, description="Opened but nobody passed: release the ticket after this.")
+    lanes: list[GateLaneConfig] = Field(min_length=1, description="Gate lanes.")
+    display: DisplayConfig | None = Field(None, description="Occupancy display.")
+
+    @field_validator("public_key")
+    @classmethod
+    def _key(cls, v: str) -> str:
+        from edge_agent.gate.role import load_public_key
+
+        load_public_key(v)
+        return v
+
+
+class ToiletSensorConfig(Base):
+    name: str = Field(pattern=IDENT, description="Sensor name in records.")
+    profile: str = Field(description="Register map: a built-in profile (edge_agent/toilet/profiles.toml) or one "
+                         "added under `profiles`.")
+    address: int | None = Field(None, ge=1, le=247, description="Modbus address (default: the profile's).")
+
+
+class ToiletInput(Base):
+    sensor: str = Field(description="Sensor that carries the input.")
+    point: str = Field(description="Register (point) name in that sensor's profile.")
+    invert: bool = Field(False, description="Active-low contact.")
+
+
+class ToiletLimits(Base):
+    nh3_mg_m3: float = Field(1.0, gt=0, description="NH3 limit (GB/T 17217-2021, class II, as read; see rules.py).")
+    h2s_mg_m3: float = Field(0.01, gt=0, description="H2S limit (GB/T 17217-2021, class II, as read).")
+    stall_max_s: float = Field(1200, gt=0, description="A stall occupied longer than this raises an alert.")
+    debounce_s: float = Field(60, ge=0, description="Odour must stay over the limit this long.")
+
+
+class ToiletRoleConfig(Base):
+    """Smart toilet: Modbus RTU sensors on one RS-485 bus, stall/leak/consumable inputs, hygiene alerts."""
+
+    type: Literal["toilet"] = Field(description="Producer plugin name.")
+    name: str = Field("toilet", pattern=IDENT, description="Worker name.")
+    port: str = Field(description="RS-485 adapter port (path or pyserial URL).")
+    baud: int | None = Field(None, description="Bus baud rate (default: the first sensor profile's).")
+    parity: Literal["N", "E", "O"] | None = Field(None, description="Bus parity (default: the first profile's).")
+    echo: bool = Field(False, description="The adapter echoes what it sends (2-wire without echo suppression).")
+    timeout_s: float = Field(0.3, gt=0, description="Answer timeout per request.")
+    retries: int = Field(1, ge=0, le=5, description="Retries per request.")
+    fail_after: int = Field(3, ge=1, description="Failed polls in a row before a sensor is reported unavailable.")
+    poll_s: float = Field(2, gt=0, description="Polling period.")
+    air_interval_s: float = Field(60, gt=0, description="Period of the air and flow measurements.")
+    sensors: list[ToiletSensorConfig] = Field(min_length=1, description="Sensors on the bus.")
+    stalls: dict[str, ToiletInput] = Field(default_factory=dict, description="Stall → door/IR input (1 = occupied).")
+    leaks: dict[str, ToiletInput] = Field(default_factory=dict, description="Leak sensors (1 = wet).")
+    consumables: dict[str, ToiletInput] = Field(default_factory=dict, description="Low-level switches (1 = low).")
+    flow: ToiletInput | None = Field(None, description="Visitor counter register (running total).")
+    limits: ToiletLimits = Field(ToiletLimits(), description="Alert thresholds.")
+    profiles: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Extra register maps.")
+    staff_reader: str | None = Field(None, description="Serial tag reader sending STAFF:<id> lines.")
+    display: DisplayConfig | None = Field(None, description="Free-stall display.")
+
+
+ProducerConfig = Annotated[SyntheticProducerConfig | VisionProducerConfig | GateRoleConfig | ToiletRoleConfig,
+                           Field(discriminator="type")]
 
 
 class AgentConfig(Base):

@@ -39,8 +39,22 @@ def _vision(cfg: Any, boot: int) -> Producer:
     return VisionProducer(cfg, boot)
 
 
+def _gate(cfg: Any, boot: int) -> Producer:
+    from edge_agent.gate.role import GateRole
+
+    return GateRole(cfg, boot)
+
+
+def _toilet(cfg: Any, boot: int) -> Producer:
+    from edge_agent.toilet.role import ToiletRole
+
+    return ToiletRole(cfg, boot)
+
+
 # Explicit registry: config `type` -> factory(config, boot). Heavy backends import lazily inside.
-PRODUCERS: dict[str, Callable[[Any, int], Producer]] = {"synthetic": _synthetic, "vision": _vision}
+PRODUCERS: dict[str, Callable[[Any, int], Producer]] = {
+    "synthetic": _synthetic, "vision": _vision, "gate": _gate, "toilet": _toilet,
+}
 
 
 def build(cfg: Any, boot: int) -> Producer:

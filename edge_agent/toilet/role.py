@@ -1,0 +1,136 @@
+"""The smart-toilet role as an agent producer.
+
+Records: measurement `toilet.air` (latest T/RH/NH3/H2S every `air_interval_s`), measurement `toilet.flow`
+(visitors per interval from the counter), state `toilet.stalls` (free/total/occupied, on change),
+state `toilet.sensor` (available/unavailable per sensor, on change), transaction `toilet.alert`
+(raised/cleared) and `toilet.cleaned` (staff tag or downlink `toilet.cleaned`). Free stalls go to the display.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+from edge_agent.config.models import ToiletInput, ToiletRoleConfig
+from edge_agent.drivers.display import Board
+from edge_agent.drivers.serialio import read_lines
+from edge_agent.producers import Sink
+from edge_agent.records import DataClass
+from edge_agent.sync.downlink import CommandError
+from edge_agent.toilet import profiles
+from edge_agent.toilet.modbus import Bus, Sensor
+from edge_agent.toilet.rules import Limits, Rules
+
+logger = logging.getLogger(__name__)
+
+
+class ToiletRole:
+    def __init__(self, cfg: ToiletRoleConfig, boot: int) -> None:
+        self.cfg, self.boot, self.name = cfg, boot, cfg.name
+        known = profiles.load(cfg.profiles)
+        self.sensors = {}
+        for s in cfg.sensors:
+            if s.profile not in known:
+                raise ValueError(f"sensor {s.name}: unknown profile {s.profile!r}; known: {sorted(known)}")
+            p = known[s.profile]
+            self.sensors[s.name] = Sensor(s.name, p, s.address or p.default_address)
+        for role, inputs in (("stall", cfg.stalls), ("leak", cfg.leaks), ("consumable", cfg.consumables)):
+            for key, inp in inputs.items():
+                self._check_input(f"{role} {key}", inp)
+        if cfg.flow:
+            self._check_input("flow", cfg.flow)
+        self.rules = Rules(Limits(**cfg.limits.model_dump()))
+        self._cleaned: queue.SimpleQueue[str] = queue.SimpleQueue()
+        d = cfg.display
+        self.board = Board(d.port, d.baud, d.encoding, d.ack) if d else None
+
+    def _check_input(self, what: str, inp: ToiletInput) -> None:
+        s = self.sensors.get(inp.sensor)
+        if s is None or inp.point not in {r.name for r in s.profile.registers}:
+            raise ValueError(f"{what}: no register {inp.point!r} on sensor {inp.sensor!r}")
+
+    def commands(self) -> dict[str, Any]:
+        def cleaned(args: dict[str, Any]) -> dict[str, Any]:
+            staff = str(args.get("staff", ""))[:32]
+            if not staff:
+                raise CommandError("toilet.cleaned needs args.staff")
+            self._cleaned.put(staff)
+            return {"queued": True}
+
+        return {"toilet.cleaned": cleaned}
+
+    def _value(self, inp: ToiletInput) -> float | None:
+        s = self.sensors[inp.sensor]
+        v = s.values.get(inp.point) if s.available else None
+        return None if v is None else float(not v if inp.invert else v)
+
+    def _states(self, inputs: dict[str, ToiletInput]) -> dict[str, bool]:
+        """On/off of each input whose sensor answered (inputs of an unavailable sensor are left out)."""
+        return {k: bool(v) for k, inp in inputs.items() if (v := self._value(inp)) is not None}
+
+    def run(self, sink: Sink, stop: threading.Event) -> None:
+        c = self.cfg
+        first = next(iter(self.sensors.values())).profile  # config requires at least one sensor
+        bus = Bus(c.port, c.baud or first.baud, c.parity or first.parity, c.timeout_s, c.retries, c.echo)
+        if c.staff_reader:
+            threading.Thread(target=read_lines, args=(c.staff_reader, 9600, self._staff_line, stop, 64),
+                             name="staff-reader", daemon=True).start()
+        last_stalls: Any = None
+        next_air = next_flow = time.monotonic()
+        flow_base: float | None = None
+        try:
+            while not stop.is_set():
+                t0 = time.monotonic()
+                for s in self.sensors.values():
+                    if bus.poll(s, c.fail_after):
+                        sink.put(DataClass.STATE, "toilet.sensor",
+                                 {"sensor": s.name, "available": s.available, "error": s.last_error or None},
+                                 key=f"sensor:{s.name}")
+                stalls = self._states(c.stalls)
+                occupied = sorted(k for k, v in stalls.items() if v)
+                view = {"free": len(stalls) - len(occupied), "total": len(c.stalls), "occupied": occupied,
+                        "unknown": sorted(set(c.stalls) - set(stalls))}
+                if view != last_stalls:
+                    sink.put(DataClass.STATE, "toilet.stalls", view, key="stalls")
+                    last_stalls = view
+                    self._show(view)
+                air = {k: v for s in self.sensors.values() if s.available for k, v in s.values.items()
+                       if k.endswith(("_ppm", "_c", "_pct"))}
+                if t0 >= next_air and air:
+                    sink.put(DataClass.MEASUREMENT, "toilet.air", air)
+                    next_air = t0 + c.air_interval_s
+                if c.flow and t0 >= next_flow and (total := self._value(c.flow)) is not None:
+                    if flow_base is not None:
+                        sink.put(DataClass.MEASUREMENT, "toilet.flow",
+                                 {"visitors": max(0, int(total - flow_base)), "interval_s": c.air_interval_s})
+                    flow_base, next_flow = total, t0 + c.air_interval_s
+                alerts = self.rules.evaluate(time.time(), air, stalls, self._states(c.leaks),
+                                             self._states(c.consumables))
+                for event, key, details in alerts:
+                    sink.put(DataClass.TRANSACTION, "toilet.alert", {"event": event, "alert": key, **details})
+                while not self._cleaned.empty():
+                    staff = self._cleaned.get()
+                    cleared = self.rules.cleaned()
+                    sink.put(DataClass.TRANSACTION, "toilet.cleaned", {"staff": staff, "cleared": cleared})
+                    for key in cleared:
+                        sink.put(DataClass.TRANSACTION, "toilet.alert", {"event": "cleared", "alert": key,
+                                                                         "staff": staff})
+                stop.wait(max(0.0, c.poll_s - (time.monotonic() - t0)))
+        finally:
+            bus.close()
+
+    def _staff_line(self, line: str) -> None:
+        """A tag reader on serial types `STAFF:<id>` lines (RFID/NFC wedge readers do)."""
+        if line.startswith("STAFF:") and 1 < len(line) <= 38:
+            self._cleaned.put(line[6:])
+
+    def _show(self, view: dict[str, Any]) -> None:
+        if self.board is None:
+            return
+        free = view["free"]
+        self.board.show([(f"空位 {free}/{view['total']} FREE", "G" if free else "R"),
+                         ("满 FULL" if free == 0 else " ".join(f"{k}:{'X' if k in view['occupied'] else 'O'}"
+                                                               for k in sorted(self.cfg.stalls))[:60], "Y")])
