@@ -70,16 +70,23 @@ def scenario(tmp_path: Path, broker: Broker, disrupt: Callable[[Proc, Proc], Non
 def test_kill9_agent_repeatedly(tmp_path: Path, broker: Broker) -> None:
     rng = random.Random(7)
 
+    journal = tmp_path / "journal.txt"
+
+    def boots() -> set[str]:
+        return {i.split("-")[0] for i in journal_ids(journal)}
+
     def disrupt(hub: Proc, agent: Proc) -> None:
-        for _ in range(6):
+        for n in range(1, 7):
+            # Each boot must have produced before it is killed: on a cold machine (first imports after an
+            # install) the agent can take longer to start than the random delay below.
+            wait_for(lambda n=n: len(boots()) >= n, 30, f"boot {n} to produce")
             time.sleep(rng.uniform(0.8, 2.0))
             agent.kill9()
             agent.start()
 
     n = scenario(tmp_path, broker, disrupt)
     # Seven boots of the agent, each numbering its passes from 0: ids differ only by boot.
-    boots = {i.split("-")[0] for i in journal_ids(tmp_path / "journal.txt")}
-    assert len(boots) == 7 and n > 1000
+    assert len(boots()) == 7 and n > 500  # every boot produced, then was killed mid-stream
 
 
 def test_kill9_broker_and_restart(tmp_path: Path, broker: Broker) -> None:
