@@ -320,3 +320,28 @@ def test_gate_config_rejects_a_bad_public_key(bad_key: str) -> None:
     with pytest.raises(ValidationError, match="public_key"):
         GateRoleConfig.model_validate({"type": "gate", "venue": "v", "public_key": bad_key, "capacity": 1,
                                        "lanes": [{"name": "a"}]})
+
+
+def test_allowlist_sync_before_the_role_runs_is_kept_and_versioned(tmp_path: Path) -> None:
+    """A sync can arrive while the role is still starting (or restarting): it is installed, not refused."""
+    from edge_agent.sync.downlink import CommandError
+
+    cfg = GateRoleConfig.model_validate({"type": "gate", "venue": "westlake", "public_key": PUB, "capacity": 10,
+                                         "state_dir": str(tmp_path / "g"), "lanes": [{"name": "l"}]})
+    role = GateRole(cfg, 1)
+    today = dt.datetime.now(TZ).date().isoformat()
+    entry = {"id": id_number(1), "ticket": "ID1", "date": today, "slot": "00:00-23:59"}
+    assert role.commands()["gate.allowlist"]({"version": 3, "entries": [entry]}) == {"version": 3, "entries": 1}
+    with pytest.raises(CommandError, match="not newer"):
+        role.commands()["gate.allowlist"]({"version": 3, "entries": []})
+    stop = threading.Event()
+    with Outbox(tmp_path / "o.db") as ob:
+        t = threading.Thread(target=role.run, args=(ob, stop))
+        t.start()
+        wait_for(lambda: ob.depth() > 0, 10, "the role to start")  # its first occupancy state
+        assert role.allow is not None and role.allow.version == 3
+        stop.set()
+        t.join(5)
+    assert role.allow is None  # closed with the role; the next sync reopens it
+    with pytest.raises(CommandError, match="not newer"):
+        role.commands()["gate.allowlist"]({"version": 2, "entries": []})

@@ -94,6 +94,7 @@ class GateRole:
         self.cfg, self.boot, self.name = cfg, boot, cfg.name
         self.key = load_public_key(cfg.public_key)
         self.allow: AllowList | None = None
+        self._allow_lock = threading.Lock()
         self._display_dirty = threading.Event()
         d = cfg.display
         self.board = Board(d.port, d.baud, d.encoding, d.ack) if d else None
@@ -106,28 +107,36 @@ class GateRole:
     def commands(self) -> dict[str, Any]:
         return {"gate.allowlist": self._cmd_allowlist}
 
+    def _allowlist(self) -> AllowList:
+        """The list lives in SQLite: a sync may arrive before the role's loop has started (or between
+        restarts), so whoever needs it first opens it."""
+        with self._allow_lock:
+            if self.allow is None:
+                c = self.cfg
+                self.allow = AllowList(Path(c.state_dir) / "allow.db", (c.allowlist_key or c.venue).encode())
+            return self.allow
+
     def _cmd_allowlist(self, args: dict[str, Any]) -> dict[str, Any]:
-        if self.allow is None:
-            raise CommandError("gate role not running")
+        allow = self._allowlist()
         try:
             version = int(args["version"])
             entries = [Entry(str(e["id"]), str(e["ticket"]), str(e["date"]), str(e["slot"]), int(e.get("party", 1)))
                        for e in args["entries"]]
         except (KeyError, TypeError, ValueError) as err:
             raise CommandError(f"allow-list needs version and entries[id, ticket, date, slot]: {err}") from err
-        if not self.allow.replace(entries, version):
-            raise CommandError(f"version {version} is not newer than {self.allow.version}")
+        if not allow.replace(entries, version):
+            raise CommandError(f"version {version} is not newer than {allow.version}")
         return {"version": version, "entries": len(entries)}
 
     def run(self, sink: Sink, stop: threading.Event) -> None:
         c = self.cfg
         state = Path(c.state_dir)
         used = UsedTickets(state / "gate.db")
-        self.allow = AllowList(state / "allow.db", (c.allowlist_key or c.venue).encode())
+        allow = self._allowlist()
         capacity = Capacity(c.capacity, tuple(c.thresholds))
         today = self._now().date().isoformat()
         capacity.inside = used.load_inside(today)
-        validator = Validator(c.venue, self.key, used, capacity, self._now, c.grace_min, self.allow)
+        validator = Validator(c.venue, self.key, used, capacity, self._now, c.grace_min, allow)
 
         def record(kind: str, body: dict[str, Any]) -> None:
             sink.put(DataClass.TRANSACTION, kind, body)
@@ -183,7 +192,9 @@ class GateRole:
             for close in closers:
                 close()
             used.close()
-            self.allow.close()
+            with self._allow_lock:
+                allow.close()
+                self.allow = None
 
     # ----------------------------------------------------------------- readers
 
