@@ -32,6 +32,9 @@ class Record:
     body: str
     ts: float
     key: str | None = None  # coalescing key, state records only
+    # (source, epoch, n): a record a device numbered itself; stored only if n is above the highest
+    # stored for that source and epoch (a new epoch, e.g. a wiped node, starts numbering again)
+    origin: tuple[str, str, int] | None = None
 
 
 @dataclass(slots=True)

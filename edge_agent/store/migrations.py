@@ -27,6 +27,16 @@ OUTBOX_MIGRATIONS: list[Migration] = [
             " last INTEGER NOT NULL, reason TEXT NOT NULL)",
         ],
     ),
+    (
+        "0002_origins",
+        [
+            # Records relayed from devices that number their own (sensor nodes): the highest number
+            # stored per source, checked and moved in the same transaction as the insert, so a
+            # re-sent record is stored once whatever crashes between the two.
+            "CREATE TABLE origins (source TEXT PRIMARY KEY, epoch TEXT NOT NULL, last INTEGER NOT NULL)"
+            " WITHOUT ROWID",
+        ],
+    ),
 ]
 
 

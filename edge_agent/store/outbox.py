@@ -260,7 +260,8 @@ class Outbox:
         return fut.result(timeout)
 
     def make_record(
-        self, cls: DataClass | str, kind: str, body: Any, *, key: str | None = None, ts: float | None = None
+        self, cls: DataClass | str, kind: str, body: Any, *, key: str | None = None, ts: float | None = None,
+        origin: tuple[str, str, int] | None = None,
     ) -> Record:
         """Validate and encode a record (ValueError on bad input; nothing is queued)."""
         cls = DataClass(cls)
@@ -272,7 +273,7 @@ class Outbox:
                 text = json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
             except (TypeError, ValueError) as err:
                 raise ValueError(f"record body of {kind!r} is not JSON-encodable: {err}") from err
-        return Record(cls, kind, text, self.clock() if ts is None else float(ts), key)
+        return Record(cls, kind, text, self.clock() if ts is None else float(ts), key, origin)
 
     # ---------------------------------------------------------------- uplink API
 
@@ -574,6 +575,9 @@ class Outbox:
         for p in puts:
             got = []
             for r in p.recs if isinstance(p, _PutMany) else (p.rec,):
+                if r.origin is not None and not self._new_origin(conn, r.origin):
+                    got.append(PutResult(None, "duplicate"))
+                    continue
                 if r.cls is DataClass.STATE:
                     coalesced += conn.execute(
                         "DELETE FROM ob_state WHERE key=? RETURNING seq, length(body)", (r.key,)).fetchall()
@@ -593,6 +597,22 @@ class Outbox:
         conn.execute("UPDATE meta SET value=? WHERE key='next_seq'", (seq,))
         self.guard.reserve(seq)  # before COMMIT: the guard always covers committed numbers
         return results
+
+    @staticmethod
+    def _new_origin(conn: sqlite3.Connection, origin: tuple[str, str, int]) -> bool:
+        """True (and the watermark moved) for a record not stored before; inside the insert's transaction."""
+        source, epoch, n = origin
+        row = conn.execute("SELECT epoch, last FROM origins WHERE source=?", (source,)).fetchone()
+        if row is not None and row[0] == epoch and n <= row[1]:
+            return False
+        conn.execute("INSERT OR REPLACE INTO origins VALUES (?,?,?)", (source, epoch, n))
+        return True
+
+    def origin_last(self, source: str) -> tuple[str, int] | None:
+        """(epoch, highest number) stored for a source, for its acknowledgements."""
+        with self._lock:
+            row = self._r.execute("SELECT epoch, last FROM origins WHERE source=?", (source,)).fetchone()
+        return None if row is None else (str(row[0]), int(row[1]))
 
     def _delete(self, conn: sqlite3.Connection, ack: _Ack) -> int:
         table = TABLE[ack.cls]
