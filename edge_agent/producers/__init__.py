@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from edge_agent.records import DataClass, PutResult
+from edge_agent.records import DataClass, PutResult, Record
 
 
 class Sink(Protocol):
@@ -19,6 +19,13 @@ class Sink(Protocol):
 
     def put(self, cls: DataClass | str, kind: str, body: Any, *, key: str | None = None,
             ts: float | None = None, timeout: float | None = 30.0) -> PutResult: ...
+
+    def make_record(self, cls: DataClass | str, kind: str, body: Any, *, key: str | None = None,
+                    ts: float | None = None, origin: tuple[str, str, int] | None = None) -> Record: ...
+
+    def put_many(self, records: list[Record], timeout: float | None = 60.0) -> list[PutResult]: ...
+
+    def origin_last(self, source: str) -> tuple[str, int] | None: ...
 
 
 class Producer(Protocol):
@@ -51,9 +58,15 @@ def _toilet(cfg: Any, boot: int) -> Producer:
     return ToiletRole(cfg, boot)
 
 
+def _nodes(cfg: Any, boot: int) -> Producer:
+    from edge_agent.producers.nodes import NodesProducer
+
+    return NodesProducer(cfg, boot)
+
+
 # Explicit registry: config `type` -> factory(config, boot). Heavy backends import lazily inside.
 PRODUCERS: dict[str, Callable[[Any, int], Producer]] = {
-    "synthetic": _synthetic, "vision": _vision, "gate": _gate, "toilet": _toilet,
+    "synthetic": _synthetic, "vision": _vision, "gate": _gate, "toilet": _toilet, "nodes": _nodes,
 }
 
 
