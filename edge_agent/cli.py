@@ -147,6 +147,15 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if any(v == "FAIL" for _, v, _ in rows) else 0
 
 
+def cmd_sim(args: argparse.Namespace) -> int:
+    try:
+        from hil_tests.simulators import cli as sim
+    except ImportError:
+        print("the simulators ship with the source tree (hil_tests/): run from a checkout", file=sys.stderr)
+        return 2
+    return sim.run(args.devices or list(sim.KINDS), args.seconds)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge-agent", description="Smart Venue Edge device agent.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -173,6 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
     dr = sub.add_parser("doctor", help="Disk free, fsync latency, clock sanity, outbox integrity, broker reachability.")
     dr.add_argument("--config", required=True, help="Path to the agent config.")
     dr.set_defaults(fn=cmd_doctor)
+    sm = sub.add_parser("sim", help="Start device simulators on pty pairs (turnstile, scanner, ID reader, display, "
+                        "Modbus bus) for demos; commands on stdin (scan, card, set, walk, show, quit).")
+    sm.add_argument("devices", nargs="*", choices=["turnstile", "scanner", "idreader", "display", "modbus", []],
+                    help="Which simulators (default: all).")
+    sm.add_argument("--seconds", type=float, default=None, help="Stop after this many seconds (default: until quit).")
+    sm.set_defaults(fn=cmd_sim)
     from edge_agent.vision.cli import add_parser as add_vision
 
     add_vision(sub)
