@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey 
 from edge_agent.drivers import FrameError, display, idreader, turnstile  # noqa: E402
 from edge_agent.drivers.serialio import LineReader  # noqa: E402
 from edge_agent.gate import idnumber, tickets  # noqa: E402
+from edge_agent.producers.nodes import BadBatch, parse_batch  # noqa: E402
 from edge_agent.sync import envelope  # noqa: E402
 from edge_agent.sync.downlink import CommandRouter  # noqa: E402
 
@@ -53,7 +54,16 @@ def seeds() -> dict[str, list[bytes]]:
         "envelope": [envelope.encode_ack(envelope.Ack("b", envelope.DataClass.STATE, [[1, 2]], [], 2, 0))],
         "command": [b'{"id":"1","args":{"patch":{"sync":{"window":4}}}}'],
         "display": [display.text_cmd(1, "已满 FULL", "R"), display.frame(b"A"), display.frame(b"B,5")],
+        # Modbus RTU replies as a sensor sends them (parsed by pymodbus's RTU framer, as the toilet role does)
+        "modbus": [rtu(bytes([1, 4, 4, 0x00, 0xEB, 0x02, 0x26])), rtu(bytes([2, 3, 2, 0x01, 0x90])),
+                   rtu(bytes([10, 2, 1, 0b10000001])), rtu(bytes([3, 0x83, 2]))],
+        "node": [b'{"ring":"5f3a9c0e11d2a7b4","recs":[[17,1795000000.5,"air",{"t_c":24.5,"rh":60.0,"nh3_ppm":6.25}],'
+                 b'[18,null,"stall",{"stall":1,"occupied":true}]]}'],
     }, key
+
+
+def rtu(body: bytes) -> bytes:
+    return body + turnstile.crc16(body).to_bytes(2, "little")
 
 
 def main() -> None:
@@ -66,10 +76,16 @@ def main() -> None:
     corpus, key = seeds()
     pub = key.public_key()
     parsers = {"idreader": idreader.StreamParser(), "turnstile": turnstile.StreamParser(), "scanner": LineReader()}
+    from pymodbus.exceptions import ModbusException
+    from pymodbus.framer import FramerRTU
+    from pymodbus.pdu import DecodePDU
+
+    rtu_framer = FramerRTU(DecodePDU(is_server=False))
+    logging.getLogger("pymodbus").disabled = True
     router = CommandRouter({"config": lambda args: {"ok": True}})
     names = list(corpus)
     crashes, frames, accepted = 0, 0, {n: 0 for n in names}
-    rejected_display = 0
+    rejected_display = rejected_modbus = rejected_node = 0
     t0 = time.perf_counter()
     while frames < a.frames:
         name = names[frames % len(names)]
@@ -103,6 +119,24 @@ def main() -> None:
                     accepted[name] += 1
                 except FrameError:
                     rejected_display += 1
+            elif name == "modbus":
+                try:
+                    _, pdu = rtu_framer.handleFrame(data, 0, 0)
+                    if pdu is None:
+                        rejected_modbus += 1
+                    else:
+                        accepted[name] += 1
+                        regs = getattr(pdu, "registers", None) or []
+                        assert all(0 <= r <= 0xFFFF for r in regs)
+                except ModbusException:
+                    rejected_modbus += 1
+            elif name == "node":
+                try:
+                    _, good, bad = parse_batch(data)
+                    accepted[name] += len(good)
+                    rejected_node += bad
+                except BadBatch:
+                    rejected_node += 1
             elif name == "envelope":
                 try:
                     envelope.decode_ack(data)
@@ -121,7 +155,7 @@ def main() -> None:
     print(f"{frames:,} frames in {dt:.1f} s ({frames / dt:,.0f}/s); accepted {accepted}; rejected {rejected}")
     print(f"RESULT frames={frames} crashes={crashes} rejected_idreader={rejected['idreader']} "
           f"rejected_turnstile={rejected['turnstile']} rejected_scanner={rejected['scanner']} "
-          f"rejected_display={rejected_display}")
+          f"rejected_display={rejected_display} rejected_modbus={rejected_modbus} rejected_node={rejected_node}")
 
 
 if __name__ == "__main__":
