@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -274,6 +275,45 @@ def test_occupancy_survives_a_restart_and_a_new_day_starts_empty(tmp_path: Path)
     assert again.load_inside("2026-11-22") == 42 and again.load_inside("2026-11-23") == 0
 
 
+def test_a_role_running_across_midnight_starts_the_new_day_from_zero(tmp_path: Path) -> None:
+    scanner, gate = ScannerSim(), TurnstileSim()
+    cfg = GateRoleConfig.model_validate({"type": "gate", "venue": "westlake", "public_key": PUB, "capacity": 10,
+                                         "state_dir": str(tmp_path / "g"),
+                                         "lanes": [{"name": "l", "scanner": scanner.path, "turnstile": gate.path}]})
+    role = GateRole(cfg, 1)
+    clock = [dt.datetime.now(TZ)]
+    role._now = lambda: clock[0]  # type: ignore[method-assign]
+    stop = threading.Event()
+    with Outbox(tmp_path / "o.db") as ob:
+        t = threading.Thread(target=role.run, args=(ob, stop))
+        t.start()
+
+        def kinds() -> list[tuple[str, dict[str, Any]]]:
+            out = []
+            for c in (DataClass.TRANSACTION, DataClass.STATE):
+                m = ob.fetch(c, 0, limit=100)
+                out += [(k, json.loads(b)) for k, b in zip(m.kind, m.body, strict=True)]
+            return out
+
+        try:
+            time.sleep(0.5)  # the scanner port opened
+            for tid in ("M1", "M2"):
+                scanner.scan(qr(tid))
+            wait_for(lambda: [b["inside"] for k, b in kinds() if k == "gate.occupancy"] == [2], 10, "two inside")
+            today = clock[0].date()
+            clock[0] = dt.datetime.combine(today + dt.timedelta(days=1), dt.time(0, 0, 5), TZ)
+            start = wait_for(lambda: [b for k, b in kinds() if k == "gate.day_start"], 5, "the day to roll")
+            assert start == [{"gate": "gate", "day": (today + dt.timedelta(days=1)).isoformat(), "inside_at_close": 2}]
+            wait_for(lambda: [b["inside"] for k, b in kinds() if k == "gate.occupancy"] == [0], 5, "occupancy 0")
+        finally:
+            stop.set()
+            t.join(5)
+            scanner.close()
+            gate.close()
+    used = UsedTickets(tmp_path / "g" / "gate.db")
+    assert used.load_inside(today.isoformat()) == 2 and used.load_inside(start[0]["day"]) == 0
+
+
 def test_id_reader_driver_reads_a_card_and_times_out_when_silent() -> None:
     import serial
 
@@ -311,6 +351,31 @@ def test_display_protocol_round_trip_and_rejections() -> None:
         assert d.show(display.occupancy_rows(10, 100, False)) == 0  # unchanged rows are not rewritten
         assert d.show(display.occupancy_rows(100, 100, True)) == 2
         assert sim.rows[1] == ("已满 暂停入园 FULL", "R") and sim.rejected == 0
+
+
+def test_display_board_comes_back_after_its_adapter_is_unplugged(tmp_path: Path) -> None:
+    """The board's port is a stable name (as udev gives /dev/ttyUSB-display): unplugged, the role keeps
+    running; plugged back, the board is reopened and every row written again."""
+    from edge_agent.drivers import display
+
+    first = DisplaySim()
+    link = tmp_path / "ttyUSB-display"
+    link.symlink_to(first.path)
+    board = display.Board(str(link), retry_s=0.2)
+    rows = display.occupancy_rows(10, 100, False)
+    assert board.show(rows) and first.rows[0][0] == "在园 10/100"
+    first.close()  # unplugged
+    assert board.show(display.occupancy_rows(11, 100, False)) is False and board.failed
+    assert board.show(display.occupancy_rows(11, 100, False)) is False  # within retry_s: not even tried
+    second = DisplaySim()  # plugged back: same name, new device
+    link.unlink()
+    link.symlink_to(second.path)
+    try:
+        wait_for(lambda: board.show(display.occupancy_rows(12, 100, False)), 5, "the board to come back", every=0.1)
+        assert not board.failed and second.rows[0][0] == "在园 12/100" and 1 in second.rows  # all rows rewritten
+    finally:
+        board.close()
+        second.close()
 
 
 @pytest.mark.parametrize("bad_key", ["", "abc", base64.b64encode(b"x" * 31).decode()])

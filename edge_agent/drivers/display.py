@@ -107,22 +107,47 @@ class Display:
 
 
 class Board:
-    """A display a role writes to now and then: opened on first use; a board that fails is logged and
-    reported (False), never fatal to the role."""
+    """A display a role writes to now and then: opened on first use; a board that fails is logged once,
+    reported (False) and never fatal to the role. After a failure the port is closed and, no sooner than
+    `retry_s` later, opened again and every row rewritten: an adapter unplugged and plugged back, or a board
+    that rebooted and lost its text, comes back by itself."""
 
-    def __init__(self, port: str, baud: int = 9600, encoding: str = "gb2312", ack: bool = True) -> None:
-        self.port, self.baud, self.encoding, self.ack = port, baud, encoding, ack
+    def __init__(self, port: str, baud: int = 9600, encoding: str = "gb2312", ack: bool = True,
+                 retry_s: float = 2.0) -> None:
+        self.port, self.baud, self.encoding, self.ack, self.retry_s = port, baud, encoding, ack, retry_s
         self.display: Display | None = None
+        self.failed = False
+        self._retry_at = 0.0
 
     def show(self, rows: list[tuple[str, str]]) -> bool:
+        now = time.monotonic()
+        if now < self._retry_at:
+            return False
         try:
             if self.display is None:
                 self.display = Display(open_port(self.port, self.baud), self.encoding, self.ack)
             self.display.show(rows)
-            return True
         except (DeviceTimeout, FrameError, OSError) as err:
-            logger.warning("display %s: %s", self.port, err)
+            if not self.failed:
+                logger.warning("display %s: %s (retrying every %g s)", self.port, err, self.retry_s)
+            self.failed = True
+            self._retry_at = now + self.retry_s
+            self.close()
             return False
+        if self.failed:
+            logger.info("display %s: working again", self.port)
+            self.failed = False
+        return True
+
+    def close(self) -> None:
+        if self.display is not None:
+            close = getattr(self.display.port, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except OSError:
+                    pass
+            self.display = None
 
 
 def occupancy_rows(inside: int, limit: int, full: bool) -> list[tuple[str, str]]:

@@ -134,15 +134,29 @@ class GateRole:
         used = UsedTickets(state / "gate.db")
         allow = self._allowlist()
         capacity = Capacity(c.capacity, tuple(c.thresholds))
-        today = self._now().date().isoformat()
-        capacity.inside = used.load_inside(today)
+        day = [self._now().date().isoformat()]  # the venue day the occupancy counts for
+        capacity.inside = used.load_inside(day[0])
         validator = Validator(c.venue, self.key, used, capacity, self._now, c.grace_min, allow)
 
         def record(kind: str, body: dict[str, Any]) -> None:
             sink.put(DataClass.TRANSACTION, kind, body)
 
         def changed() -> None:
-            used.save_inside(self._now().date().isoformat(), capacity.inside)
+            used.save_inside(day[0], capacity.inside)
+            self._display_dirty.set()
+
+        def roll_day() -> None:
+            """At midnight (venue time) the count starts again from the new day's figure (0 unless saved)."""
+            new = self._now().date().isoformat()
+            if new == day[0]:
+                return
+            with validator.lock:
+                closing = capacity.inside
+                used.save_inside(day[0], closing)
+                day[0] = new
+                capacity.inside = used.load_inside(new)
+            # people still counted inside at the close were never counted out: the hub sees the drift
+            record("gate.day_start", {"gate": c.name, "day": new, "inside_at_close": closing})
             self._display_dirty.set()
 
         threads, closers = [], []
@@ -172,6 +186,7 @@ class GateRole:
         last_state = None
         try:
             while not stop.is_set():
+                roll_day()
                 for g in gates:
                     g.expire()
                 with validator.lock:
@@ -191,6 +206,8 @@ class GateRole:
                 t.join(2)
             for close in closers:
                 close()
+            if self.board is not None:
+                self.board.close()
             used.close()
             with self._allow_lock:
                 allow.close()

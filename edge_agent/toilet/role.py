@@ -121,6 +121,8 @@ class ToiletRole:
                 stop.wait(max(0.0, c.poll_s - (time.monotonic() - t0)))
         finally:
             bus.close()
+            if self.board is not None:
+                self.board.close()
 
     def _staff_line(self, line: str) -> None:
         """A tag reader on serial types `STAFF:<id>` lines (RFID/NFC wedge readers do)."""
