@@ -410,3 +410,38 @@ def test_allowlist_sync_before_the_role_runs_is_kept_and_versioned(tmp_path: Pat
     assert role.allow is None  # closed with the role; the next sync reopens it
     with pytest.raises(CommandError, match="not newer"):
         role.commands()["gate.allowlist"]({"version": 2, "entries": []})
+
+
+def test_a_big_allowlist_arrives_in_parts_and_is_installed_at_once(tmp_path: Path) -> None:
+    from edge_agent.sync.downlink import CommandError
+
+    cfg = GateRoleConfig.model_validate({"type": "gate", "venue": "westlake", "public_key": PUB, "capacity": 10,
+                                         "state_dir": str(tmp_path / "g"), "lanes": [{"name": "l"}]})
+    role = GateRole(cfg, 1)
+    cmd = role.commands()["gate.allowlist"]
+    today = dt.datetime.now(TZ).date().isoformat()
+    people = [id_number(i) for i in range(2400)]
+    entries = [{"id": n, "ticket": f"R{i}", "date": today, "slot": "09:00-10:00"} for i, n in enumerate(people)]
+    assert len(json.dumps({"version": 2, "entries": entries})) > 64 * 1024  # too big for one command
+    cmd({"version": 1, "entries": entries[:1]})
+    parts = [entries[i:i + 600] for i in range(0, len(entries), 600)]
+    assert cmd({"version": 2, "part": 2, "parts": 4, "entries": parts[2]})["missing"] == 3
+    assert cmd({"version": 2, "part": 0, "parts": 4, "entries": parts[0]})["missing"] == 2
+    assert cmd({"version": 2, "part": 0, "parts": 4, "entries": parts[0]})["missing"] == 2  # sent again: no harm
+    allow = role._allowlist()
+    assert allow.version == 1 and allow.lookup(people[1]) is None  # the old list serves until the new one is whole
+    with pytest.raises(CommandError, match="older"):
+        cmd({"version": 1, "part": 1, "parts": 4, "entries": parts[1]})
+    cmd({"version": 2, "part": 3, "parts": 4, "entries": parts[3]})
+    done = cmd({"version": 2, "part": 1, "parts": 4, "entries": parts[1]})
+    assert done == {"version": 2, "part": 1, "missing": 0, "installed": True, "entries": 2400}
+    got = allow.lookup(people[1999])
+    assert allow.version == 2 and got is not None and got.ticket == "R1999"
+    # a newer list replaces an unfinished one; its stale parts never mix in
+    cmd({"version": 3, "part": 0, "parts": 2, "entries": parts[0]})
+    assert cmd({"version": 4, "part": 0, "parts": 1, "entries": entries[:5]})["installed"] is True
+    assert len(allow) == 5 and allow.version == 4
+    assert allow.conn.execute("SELECT count(*) FROM allow_stage").fetchone()[0] == 0
+    with pytest.raises(CommandError, match="part"):
+        cmd({"version": 5, "part": 2, "parts": 2, "entries": []})
+    role._allowlist().close()

@@ -40,6 +40,11 @@ class AllowList:
         self.conn.execute("CREATE TABLE IF NOT EXISTS allow (idh BLOB PRIMARY KEY, ticket TEXT, date TEXT, slot TEXT,"
                           " party INTEGER)")
         self.conn.execute("CREATE TABLE IF NOT EXISTS allow_meta (k TEXT PRIMARY KEY, v)")
+        # A list too big for one command (64 KiB) arrives in parts, staged here until all have come.
+        self.conn.execute("CREATE TABLE IF NOT EXISTS allow_stage (part INTEGER, idh BLOB, ticket TEXT, date TEXT,"
+                          " slot TEXT, party INTEGER)")
+        self.conn.execute("CREATE TABLE IF NOT EXISTS allow_parts (version INTEGER, part INTEGER, parts INTEGER,"
+                          " PRIMARY KEY (version, part))")
 
     def digest(self, id_number: str) -> bytes:
         return hmac.new(self.key, normalise(id_number).encode(), hashlib.sha256).digest()
@@ -58,6 +63,8 @@ class AllowList:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 self.conn.execute("DELETE FROM allow")
+                self.conn.execute("DELETE FROM allow_stage")  # an unfinished older list in parts is void now
+                self.conn.execute("DELETE FROM allow_parts")
                 self.conn.executemany("INSERT OR REPLACE INTO allow VALUES (?,?,?,?,?)", rows)
                 self.conn.execute("INSERT OR REPLACE INTO allow_meta VALUES ('version', ?)", (version,))
                 self.conn.execute("COMMIT")
@@ -65,6 +72,44 @@ class AllowList:
                 self.conn.execute("ROLLBACK")
                 raise
         return True
+
+    def stage(self, entries: Iterable[Entry], version: int, part: int, parts: int) -> int | None:
+        """One part of a list sent in `parts` pieces (any order, any part may be sent again). Returns how
+        many parts are still missing (0: the whole list is now installed, atomically), or None when
+        `version` is not newer than the installed or the staged list (nothing changed)."""
+        if not 0 <= part < parts:
+            raise ValueError(f"part {part} of {parts}")
+        rows = [(part, self.digest(e.id_number), e.ticket, e.date, e.slot, int(e.party)) for e in entries]
+        with self._lock:
+            if version <= self.version:
+                return None
+            c = self.conn
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                staged = c.execute("SELECT max(version), max(parts) FROM allow_parts").fetchone()
+                if staged[0] is not None and (version < staged[0] or (version == staged[0] and parts != staged[1])):
+                    c.execute("ROLLBACK")
+                    return None
+                if staged[0] is not None and version > staged[0]:  # a newer list replaces an unfinished one
+                    c.execute("DELETE FROM allow_stage")
+                    c.execute("DELETE FROM allow_parts")
+                c.execute("DELETE FROM allow_stage WHERE part=?", (part,))
+                c.executemany("INSERT INTO allow_stage VALUES (?,?,?,?,?,?)", rows)
+                c.execute("INSERT OR REPLACE INTO allow_parts VALUES (?,?,?)", (version, part, parts))
+                missing = parts - int(c.execute("SELECT count(*) FROM allow_parts").fetchone()[0])
+                if missing == 0:
+                    c.execute("DELETE FROM allow")
+                    c.execute("INSERT OR REPLACE INTO allow SELECT idh, ticket, date, slot, party FROM allow_stage"
+                              " ORDER BY part")
+                    c.execute("INSERT OR REPLACE INTO allow_meta VALUES ('version', ?)", (version,))
+                    c.execute("DELETE FROM allow_stage")
+                    c.execute("DELETE FROM allow_parts")
+                c.execute("COMMIT")
+            except BaseException:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                raise
+        return missing
 
     def lookup(self, id_number: str) -> Entry | None:
         row = self.conn.execute("SELECT ticket, date, slot, party FROM allow WHERE idh=?",

@@ -124,6 +124,16 @@ class GateRole:
                        for e in args["entries"]]
         except (KeyError, TypeError, ValueError) as err:
             raise CommandError(f"allow-list needs version and entries[id, ticket, date, slot]: {err}") from err
+        if "parts" in args:  # a big list in pieces of < 64 KiB each (about 600 entries)
+            try:
+                part, parts = int(args["part"]), int(args["parts"])
+                missing = allow.stage(entries, version, part, parts)
+            except (KeyError, TypeError, ValueError) as err:
+                raise CommandError(f"a list in parts needs part (0..parts-1) and parts: {err}") from err
+            if missing is None:
+                raise CommandError(f"version {version} is older than the list installed or being received")
+            return {"version": version, "part": part, "missing": missing, "installed": missing == 0,
+                    **({"entries": len(allow)} if missing == 0 else {})}
         if not allow.replace(entries, version):
             raise CommandError(f"version {version} is not newer than {allow.version}")
         return {"version": version, "entries": len(entries)}
