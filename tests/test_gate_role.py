@@ -445,3 +445,42 @@ def test_a_big_allowlist_arrives_in_parts_and_is_installed_at_once(tmp_path: Pat
     with pytest.raises(CommandError, match="part"):
         cmd({"version": 5, "part": 2, "parts": 2, "entries": []})
     role._allowlist().close()
+
+
+def test_camera_counted_door_feeds_the_site_occupancy(tmp_path: Path) -> None:
+    """A free entrance watched by a camera (TUD-Campus: 4 in, 1 out across x=320) adds to what the
+    turnstiles count, and raises the same capacity alerts."""
+    from edge_agent.config.models import VisionProducerConfig
+    from edge_agent.producers.vision import VisionProducer
+
+    seq = Path(__file__).parent / "fixtures" / "tud_campus" / "img1"
+    vcfg = VisionProducerConfig.model_validate({"type": "vision", "name": "door-cam", "source": str(seq),
+                                                "lines": [{"name": "door", "points": [320, 0, 320, 480]}]})
+    gcfg = GateRoleConfig.model_validate({"type": "gate", "venue": "westlake", "public_key": PUB, "capacity": 4,
+                                          "state_dir": str(tmp_path / "g"), "lanes": [{"name": "l"}],
+                                          "vision_lines": ["door-cam/door"]})
+    stop = threading.Event()
+    with Outbox(tmp_path / "o.db") as ob:
+        gate = threading.Thread(target=GateRole(gcfg, 1).run, args=(ob, stop))
+        gate.start()
+        wait_for(lambda: ob.fetch(DataClass.STATE, 0).kind, 10, "the gate role up")
+        cam = threading.Thread(target=VisionProducer(vcfg, 1).run, args=(ob, stop))
+        cam.start()
+        try:
+            def inside() -> int | None:
+                m = ob.fetch(DataClass.STATE, 0, limit=100)
+                got = [json.loads(b)["inside"] for k, b in zip(m.kind, m.body, strict=True) if k == "gate.occupancy"]
+                return got[-1] if got else None
+
+            wait_for(lambda: len([k for k in ob.fetch(DataClass.MEASUREMENT, 0, limit=500).kind
+                                  if k == "vision.crossing"]) >= 5, 120, "the camera's five crossings")
+            wait_for(lambda: inside() == 3, 5, "occupancy 4 in − 1 out")
+        finally:
+            stop.set()
+            gate.join(5)
+            cam.join(10)
+        m = ob.fetch(DataClass.TRANSACTION, 0, limit=100)
+        alerts = [json.loads(b)["level"] for k, b in zip(m.kind, m.body, strict=True) if k == "gate.capacity_alert"]
+    assert alerts == [0.8, 0.9, 1.0]  # 4/4 reached before the one who left
+    with pytest.raises(ValueError, match="vision_lines"):
+        GateRoleConfig.model_validate({**gcfg.model_dump(mode="json"), "vision_lines": ["no-slash"]})

@@ -202,6 +202,20 @@ class GateRoleConfig(Base):
     pass_timeout_s: float = Field(10, gt=0, description="Opened but nobody passed: release the ticket after this.")
     lanes: list[GateLaneConfig] = Field(min_length=1, description="Gate lanes.")
     display: DisplayConfig | None = Field(None, description="Occupancy display.")
+    vision_lines: list[str] = Field(
+        default_factory=list,
+        description="Camera-counted doors without turnstiles (free exits, group entrances) as "
+                    "'<vision producer name>/<line name>': a crossing in adds one to the site occupancy, out "
+                    "removes one. Lines that watch a turnstile lane must not be listed (counted twice).")
+
+    @field_validator("vision_lines")
+    @classmethod
+    def _lines(cls, v: list[str]) -> list[str]:
+        for item in v:
+            cam, _, line = item.partition("/")
+            if not cam or not line or "/" in line:
+                raise ValueError(f"vision_lines entries are '<vision producer>/<line>', got {item!r}")
+        return v
 
     @field_validator("public_key")
     @classmethod

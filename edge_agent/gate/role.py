@@ -31,6 +31,7 @@ from edge_agent.gate.idnumber import mask
 from edge_agent.gate.passback import UsedTickets
 from edge_agent.gate.tickets import Capacity, Validator
 from edge_agent.producers import Sink
+from edge_agent.producers.local import BUS
 from edge_agent.records import DataClass
 from edge_agent.sync.downlink import CommandError
 
@@ -169,6 +170,15 @@ class GateRole:
             record("gate.day_start", {"gate": c.name, "day": new, "inside_at_close": closing})
             self._display_dirty.set()
 
+        def camera_door(direction: str) -> None:
+            with validator.lock:
+                alerts = capacity.passed(1, "in" if direction == "in" else "out")
+                inside = capacity.inside
+            for level in alerts:
+                record("gate.capacity_alert", {"gate": "camera", "level": level, "inside": inside})
+            changed()
+
+        unsubscribe = [BUS.subscribe(f"vision/{line}", camera_door) for line in c.vision_lines]
         threads, closers = [], []
         gates = []
         for lane in c.lanes:
@@ -212,6 +222,8 @@ class GateRole:
                 stop.wait(0.2)
         finally:
             stop.set()
+            for cancel in unsubscribe:
+                cancel()
             for t in threads:
                 t.join(2)
             for close in closers:

@@ -15,6 +15,7 @@ from typing import Any
 
 from edge_agent.config.models import VisionProducerConfig
 from edge_agent.producers import Sink
+from edge_agent.producers.local import BUS
 from edge_agent.records import DataClass
 from edge_agent.sync.backoff import Backoff
 
@@ -61,6 +62,8 @@ class VisionProducer:
                     r = pipe.process(lambda f=frame: f.image, frame.index, frame.t)
                     if r.crossings and c.snapshot_dir is not None:
                         self._snapshot(frame, r, pipe)
+                    for x in r.crossings:  # e.g. a gate role adding camera-counted doors to its occupancy
+                        BUS.publish(f"vision/{c.name}/{x.line}", x.direction)
                     if c.emit_crossings:
                         for x in r.crossings:
                             sink.put(DataClass.MEASUREMENT, "vision.crossing",
