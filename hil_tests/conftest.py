@@ -3,7 +3,7 @@
 Default: the path is a pty whose other end is a simulator speaking the same wire protocol.
 `--hw PROFILE` (a TOML file, see profiles/example.toml) points the same tests at real ports; a device
 the profile does not list is skipped with the reason. Markers: `hil` on every test here, and the device
-kind (`turnstile`, `display`, `idreader`, `modbus`).
+kind (`turnstile`, `display`, `idreader`, `modbus`, `contact`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for m in ("hil: hardware-in-the-loop test (simulator by default, real port with --hw)",
               "turnstile: needs a turnstile controller", "display: needs an LED/LCD board",
-              "idreader: needs an ID card reader", "modbus: needs Modbus RTU sensors"):
+              "idreader: needs an ID card reader", "modbus: needs Modbus RTU sensors",
+              "contact: needs a dry-contact turnstile on GPIO lines"):
         config.addinivalue_line("markers", m)
 
 
@@ -49,7 +50,7 @@ def hw_profile(request: pytest.FixtureRequest) -> dict[str, Any] | None:
 def device(request: pytest.FixtureRequest, hw_profile: dict[str, Any] | None) -> Iterator[tuple[dict[str, Any], Any]]:
     """(settings, simulator or None) for the device kind named by the test's marker."""
     kind = next(m.name for m in request.node.iter_markers() if m.name in ("turnstile", "display", "idreader",
-                                                                        "modbus"))
+                                                                        "modbus", "contact"))
     if hw_profile is not None:
         settings = hw_profile.get(kind)
         if settings is None:
@@ -57,6 +58,16 @@ def device(request: pytest.FixtureRequest, hw_profile: dict[str, Any] | None) ->
         yield settings, None
         return
     from hil_tests.simulators import display, idreader, modbus, turnstile
+
+    if kind == "contact":
+        from edge_agent.drivers.gpio import register_sim
+        from hil_tests.simulators.gpio import ContactTurnstileSim
+
+        contact = ContactTurnstileSim()
+        register_sim("hil-relay", contact.relay)
+        register_sim("hil-sensor", contact.sensor)
+        yield {"relay": "sim:hil-relay", "sensor": "sim:hil-sensor"}, contact
+        return
 
     sims: dict[str, Any] = {"turnstile": turnstile.TurnstileSim, "display": display.DisplaySim,
                             "idreader": idreader.IdReaderSim, "modbus": modbus.ModbusSim}

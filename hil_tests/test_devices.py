@@ -76,3 +76,25 @@ def test_modbus_sensor_reads(device: tuple[dict[str, Any], Any]) -> None:
         assert set(s.values) == {r.name for r in profile.registers}
     finally:
         bus.close()
+
+
+@pytest.mark.contact
+def test_contact_turnstile_pulses_the_relay_and_sees_the_pass(device: tuple[dict[str, Any], Any]) -> None:
+    from edge_agent.drivers.gpio import open_line
+    from edge_agent.gate.controller import DryContactTurnstile
+
+    settings, sim = device
+    passed: list[ts.Frame] = []
+    relay = open_line(settings["relay"], True, settings.get("relay_active_low", False))
+    sensor = open_line(settings["sensor"], False, settings.get("sensor_active_low", True))
+    gate = DryContactTurnstile(relay, sensor, passed.append, pulse_s=settings.get("pulse_s", 0.2))
+    try:
+        gate.open(ts.IN, 1)
+        deadline = time.monotonic() + 5
+        while not passed and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [f.cmd for f in passed] == [ts.PASSED], "no pass-sensor edge within 5 s of the relay pulse"
+        if sim is not None:
+            assert sim.relay.pulses == 1 and sim.relay.value is False
+    finally:
+        gate.close()

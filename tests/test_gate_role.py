@@ -58,6 +58,11 @@ def card(number: str) -> idreader.IdCard:
     return idreader.IdCard("测试", "1", "01", "19900101", "杭州市西湖区", number, "公安局", "20200101", "20400101")
 
 
+def bodies(ob: Outbox, cls: DataClass, kind: str) -> list[dict[str, Any]]:
+    m = ob.fetch(cls, 0, limit=500)
+    return [json.loads(b) for k, b in zip(m.kind, m.body, strict=True) if k == kind]
+
+
 def decisions(db: Path) -> list[dict[str, Any]]:
     conn = sqlite3.connect(db)
     try:
@@ -206,6 +211,39 @@ def test_dry_contact_fallback_counts_a_pass_only_on_the_sensor(tmp_path: Path) -
     assert not used.used("P2") and v.capacity.inside == 2 and g.on_scan(qr("P2")).ok  # may be scanned again
 
 
+def test_a_lane_with_a_dry_contact_turnstile_from_config(tmp_path: Path) -> None:
+    from edge_agent.drivers.gpio import parse_spec, register_sim
+
+    turnstile = ContactTurnstileSim()
+    register_sim("lane-relay", turnstile.relay)
+    register_sim("lane-sensor", turnstile.sensor)
+    scanner = ScannerSim()
+    lane = {"name": "c", "scanner": scanner.path,
+            "contact": {"relay": "sim:lane-relay", "sensor": "sim:lane-sensor", "pulse_s": 0.01}}
+    cfg = GateRoleConfig.model_validate({"type": "gate", "venue": "westlake", "public_key": PUB, "capacity": 10,
+                                         "state_dir": str(tmp_path / "g"), "lanes": [lane]})
+    stop = threading.Event()
+    with Outbox(tmp_path / "o.db") as ob:
+        t = threading.Thread(target=GateRole(cfg, 1).run, args=(ob, stop))
+        t.start()
+        try:
+            time.sleep(0.5)
+            scanner.scan(qr("DC1"))
+            got = wait_for(lambda: bodies(ob, DataClass.TRANSACTION, "gate.pass"), 10, "the pass")
+        finally:
+            stop.set()
+            t.join(5)
+            scanner.close()
+    assert turnstile.relay.pulses == 1 and turnstile.relay.value is False and got[0]["ticket"] == "DC1"
+    with pytest.raises(ValueError, match="not both"):
+        GateRoleConfig.model_validate({"type": "gate", "venue": "v", "public_key": PUB, "capacity": 1,
+                                       "lanes": [{**lane, "turnstile": "/dev/ttyUSB0"}]})
+    assert parse_spec("gpiochip0:17") == ("/dev/gpiochip0", 17)
+    for bad in ("gpiochip0", "17", "gpiochip0:x"):
+        with pytest.raises(ValueError):
+            parse_spec(bad)
+
+
 def test_camera_qr_lane_decodes_codes_from_frames(tmp_path: Path) -> None:
     import cv2
 
@@ -235,8 +273,7 @@ def test_camera_qr_lane_decodes_codes_from_frames(tmp_path: Path) -> None:
             stop.set()
             t.join(5)
             sim.close()
-        m = ob.fetch(DataClass.TRANSACTION, 0, limit=50)
-        got = [json.loads(b)["reason"] for k, b in zip(m.kind, m.body, strict=True) if k == "gate.decision"]
+        got = [b["reason"] for b in bodies(ob, DataClass.TRANSACTION, "gate.decision")]
     assert got == ["ok", "bad_signature"]
 
 
@@ -468,19 +505,17 @@ def test_camera_counted_door_feeds_the_site_occupancy(tmp_path: Path) -> None:
         cam.start()
         try:
             def inside() -> int | None:
-                m = ob.fetch(DataClass.STATE, 0, limit=100)
-                got = [json.loads(b)["inside"] for k, b in zip(m.kind, m.body, strict=True) if k == "gate.occupancy"]
-                return got[-1] if got else None
+                got = bodies(ob, DataClass.STATE, "gate.occupancy")
+                return got[-1]["inside"] if got else None
 
-            wait_for(lambda: len([k for k in ob.fetch(DataClass.MEASUREMENT, 0, limit=500).kind
-                                  if k == "vision.crossing"]) >= 5, 120, "the camera's five crossings")
+            wait_for(lambda: len(bodies(ob, DataClass.MEASUREMENT, "vision.crossing")) >= 5, 120,
+                     "the camera's five crossings")
             wait_for(lambda: inside() == 3, 5, "occupancy 4 in − 1 out")
         finally:
             stop.set()
             gate.join(5)
             cam.join(10)
-        m = ob.fetch(DataClass.TRANSACTION, 0, limit=100)
-        alerts = [json.loads(b)["level"] for k, b in zip(m.kind, m.body, strict=True) if k == "gate.capacity_alert"]
+        alerts = [b["level"] for b in bodies(ob, DataClass.TRANSACTION, "gate.capacity_alert")]
     assert alerts == [0.8, 0.9, 1.0]  # 4/4 reached before the one who left
     with pytest.raises(ValueError, match="vision_lines"):
         GateRoleConfig.model_validate({**gcfg.model_dump(mode="json"), "vision_lines": ["no-slash"]})

@@ -164,6 +164,17 @@ class VisionProducerConfig(Base):
     snapshot_keep: int = Field(100, ge=1, le=100_000, description="Snapshots kept; the oldest are deleted.")
 
 
+class ContactConfig(Base):
+    """A turnstile with only a relay input and a pass-sensor contact (GPIO: 'gpiochip0:17')."""
+
+    relay: str = Field(description="Output line that releases the turnstile (pulsed once per person).")
+    sensor: str = Field(description="Input line that closes once per person walking through.")
+    sensor_active_low: bool = Field(True, description="The sensor pulls the line to ground (with pull-up).")
+    relay_active_low: bool = Field(False, description="The relay board switches on a low level.")
+    pulse_s: float = Field(0.2, gt=0, le=5, description="Relay pulse length.")
+    debounce_ms: int = Field(20, ge=0, le=1000, description="Sensor debounce (kernel-side where supported).")
+
+
 class GateLaneConfig(Base):
     """One lane: its readers and its turnstile. Ports are device paths or pyserial URLs (loop://, rfc2217://)."""
 
@@ -176,6 +187,13 @@ class GateLaneConfig(Base):
     turnstile: str | None = Field(None, description="Turnstile controller port (RS-485).")
     turnstile_baud: int = Field(9600, description="Turnstile baud rate.")
     turnstile_addr: int = Field(1, ge=0, le=255, description="Controller address on the RS-485 bus.")
+    contact: ContactConfig | None = Field(None, description="Dry-contact turnstile instead of an RS-485 one.")
+
+    @model_validator(mode="after")
+    def _one_turnstile(self) -> GateLaneConfig:
+        if self.turnstile and self.contact:
+            raise ValueError("a lane has either an RS-485 turnstile or a dry-contact one, not both")
+        return self
 
 
 class DisplayConfig(Base):

@@ -11,10 +11,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from edge_agent.drivers import DeviceTimeout
 from edge_agent.drivers import turnstile as ts
+from edge_agent.drivers.gpio import GpioLine
 from edge_agent.drivers.serialio import read_available
 from edge_agent.gate.passback import UsedTickets
 from edge_agent.gate.tickets import Decision, Validator
@@ -60,13 +61,6 @@ class TurnstileDriver:
         self._thread.join(1)
 
 
-class GpioLine(Protocol):
-    """One digital line (libgpiod on a Pi/Jetson; a simulator in tests)."""
-
-    def set(self, value: bool) -> None: ...
-    def wait_edge(self, timeout: float) -> bool: ...  # True on a rising edge within timeout
-
-
 class DryContactTurnstile:
     """Fallback for turnstiles with only a relay input and a pass-sensor contact: pulse the relay once
     per person, and count a pass on each rising edge of the sensor. Same events as the serial driver."""
@@ -94,6 +88,11 @@ class DryContactTurnstile:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(1)
+        self.relay.set(False)
+        for line in (self.relay, self.sensor):
+            release = getattr(line, "close", None)  # libgpiod requests are released; simulators have none
+            if release is not None:
+                release()
 
 
 class GateController:

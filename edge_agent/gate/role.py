@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from edge_agent.config.models import GateRoleConfig
 from edge_agent.drivers import DeviceTimeout, FrameError
 from edge_agent.drivers.display import Board, occupancy_rows
+from edge_agent.drivers.gpio import open_line
 from edge_agent.drivers.idreader import Reader
 from edge_agent.drivers.serialio import open_port, read_lines
 from edge_agent.gate.allowlist import AllowList, Entry
@@ -186,6 +187,11 @@ class GateRole:
             g.on_change = changed
             if lane.turnstile:
                 g.attach(open_port(lane.turnstile, lane.turnstile_baud), lane.turnstile_addr)
+                closers.append(g.turnstile.close)  # type: ignore[union-attr]
+            elif lane.contact:
+                k = lane.contact
+                g.attach_contacts(open_line(k.relay, True, k.relay_active_low),
+                                  open_line(k.sensor, False, k.sensor_active_low, k.debounce_ms), k.pulse_s)
                 closers.append(g.turnstile.close)  # type: ignore[union-attr]
             gates.append(g)
             if lane.scanner:
