@@ -47,7 +47,10 @@ class Node:
         return None if self.offset is None else round(time.time() + self.offset, 3)
 
     def record(self, kind, values):
-        self.ring.append(json.dumps([self._now(), kind, values]))
+        try:
+            self.ring.append(json.dumps([self._now(), kind, values]))
+        except ValueError as err:  # a reading too big for a slot: lost, loudly, and the node goes on
+            print("reading not stored:", err)
 
     def sample(self):
         occ = self.board.occupied()
@@ -190,9 +193,13 @@ def main():
         data_dir = os.getenv("SVNODE_DATA") or data_dir
     print("svnode", VERSION)
     while True:
-        Node(cfg_path, data_dir).run()
+        try:
+            Node(cfg_path, data_dir).run()
+            print("restarting with the new config")
+        except Exception as err:  # anything unexpected: log it and start clean (readings are in flash)
+            print("node failed:", repr(err))
+            time.sleep(1)
         if ESP32:
             import machine
 
             machine.reset()
-        print("restarting with the new config")
