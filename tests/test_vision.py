@@ -338,3 +338,28 @@ def test_dropped_http_stream_is_reopened_with_backoff(caplog: pytest.LogCaptureF
     assert indices == sorted(set(indices)) and len(indices) == 25
     messages = " ".join(r.getMessage() for r in caplog.records)
     assert "stream ended; reconnecting" in messages and "unavailable; retrying" in messages
+
+
+def test_a_predicted_position_never_counts_a_crossing() -> None:
+    """Someone walks up to the line and stops on it (within the margin). Between detections the tracker's
+    prediction carries them past it; only observed positions may count, as when detecting every frame
+    (before this rule the prediction counted an "in" here)."""
+    from edge_agent.vision.gating import GateConfig
+    from edge_agent.vision.pipeline import Pipeline
+
+    frame = [0]
+
+    class Scripted:
+        def detect(self, image: np.ndarray) -> np.ndarray:
+            x = 4 + 3 * min(frame[0], 32)  # walks right at 3 px/frame, stops at x = 100, on the line
+            return np.array([[x - 30, 40, x + 30, 160, 0.9]], np.float32)
+
+    line = LineCounter("door", (100, 0), (100, 200))
+    # look-ahead 0: nothing forces a detection near the line; stride 8 leaves long predicted stretches
+    pipe = Pipeline(Scripted(), [line], gate=GateConfig(stride=8, max_stride=8, lookahead=0.0))  # type: ignore[arg-type]
+    predicted_over = False
+    for frame[0] in range(64):
+        r = pipe.process(np.zeros((200, 200, 3), np.uint8), frame[0])
+        predicted_over |= any(t.age > 0 and (t.box[0] + t.box[2]) / 2 > 108 for t in r.tracks)
+    assert predicted_over, "the scenario must carry a prediction past the line's margin"
+    assert line.counts == {"in": 0, "out": 0} and pipe.stats.detections == 8

@@ -112,7 +112,10 @@ class Pipeline:
         for tr in tracks:
             b = tr.box
             x, y = float((b[0] + b[2]) / 2), float(b[3])
-            for ln in self.lines:
+            # Lines count observed positions only: a Kalman prediction between detections can carry a
+            # person over a line they never crossed (stopped, turned back). The gate forces a detection
+            # when a crossing is predicted, so observations near a line stay dense.
+            for ln in self.lines if tr.age == 0 else ():
                 c = ln.update(tr.id, x, y, index, tr.confirmed)
                 if c is not None:
                     crossings.append(c)
