@@ -394,3 +394,44 @@ def test_kill9_the_agent_between_nodes_and_hub(tmp_path: Path, make_broker: Call
             n.kill9()
         agent.terminate()
         hub.terminate()
+
+
+@pytest.mark.broker
+def test_a_wireless_toilet_block_raises_odour_alerts_and_shows_free_stalls(tmp_path: Path,
+                                                                         make_broker: Callable[..., Broker]) -> None:
+    """No RS-485 bus at all: a firmware node's stalls and NH3 reading drive the toilet role's rules,
+    alerts and free-stall board, and reach the hub."""
+    from hil_tests.simulators.display import DisplaySim
+
+    local, city = make_broker(), make_broker()
+    board = DisplaySim()
+    backend = SqliteBackend(str(tmp_path / "hub.db"))
+    hub = HubWorker(backend, "127.0.0.1", city.port, client_id="hub-wc")
+    hub.start()
+    agent = Agent(AgentConfig.model_validate({
+        "device": {"id": "wc-gw-03", "site": "westlake", "role": "toilet"},
+        "store": {"path": str(tmp_path / "outbox.db")}, "mqtt": {"url": city.url},
+        "sync": {"ack_timeout_s": 2, "backoff_min_s": 0.2, "backoff_max_s": 1},
+        "producers": [{"type": "nodes", "port": local.port},
+                      {"type": "toilet", "nodes": ["wc-t1"], "poll_s": 0.2, "air_interval_s": 1,
+                       "limits": {"debounce_s": 0}, "display": {"port": board.path}}]}))
+    agent.start()
+    node = Node(tmp_path / "flash", node_id="wc-t1", broker="127.0.0.1", port=local.port, interval_s=1)
+    db = tmp_path / "hub.db"
+    try:
+        node.set_hw(doors=[1, 0], t_c=26.0, rh=70.0, nh3_mv=420, h2s_mv=400)  # NH3 1.25 ppm = 0.87 mg/m³: fine
+        wait_for(lambda: "空位 1/2" in board.text(), 30, "one free stall of two on the board")
+        assert not hub_records(db, "toilet.alert")
+        node.set_hw(doors=[1, 1], t_c=26.0, rh=70.0, nh3_mv=440, h2s_mv=400)  # 2.5 ppm = 1.74 mg/m³
+        alert = wait_for(lambda: [a for a in hub_records(db, "toilet.alert") if a["alert"] == "odour:nh3"], 30,
+                         "the NH3 alert at the hub")
+        assert alert[0]["event"] == "raised" and alert[0]["mg_m3"] > 1.0
+        wait_for(lambda: "空位 0/2" in board.text(), 10, "no free stall on the board")
+        stalls = wait_for(lambda: [s for s in hub_records(db, "toilet.stalls") if s["free"] == 0], 20, "stalls state")
+        assert stalls[-1]["occupied"] == ["wc-t1:1", "wc-t1:2"] and stalls[-1]["total"] == 2
+    finally:
+        node.kill9()
+        agent.stop()
+        hub.stop()
+        backend.close()
+        board.close()

@@ -269,7 +269,7 @@ class ToiletRoleConfig(Base):
 
     type: Literal["toilet"] = Field(description="Producer plugin name.")
     name: str = Field("toilet", pattern=IDENT, description="Worker name.")
-    port: str = Field(description="RS-485 adapter port (path or pyserial URL).")
+    port: str | None = Field(None, description="RS-485 adapter port (path or pyserial URL), for wired sensors.")
     baud: int | None = Field(None, description="Bus baud rate (default: the first sensor profile's).")
     parity: Literal["N", "E", "O"] | None = Field(None, description="Bus parity (default: the first profile's).")
     echo: bool = Field(False, description="The adapter echoes what it sends (2-wire without echo suppression).")
@@ -278,7 +278,11 @@ class ToiletRoleConfig(Base):
     fail_after: int = Field(3, ge=1, description="Failed polls in a row before a sensor is reported unavailable.")
     poll_s: float = Field(2, gt=0, description="Polling period.")
     air_interval_s: float = Field(60, gt=0, description="Period of the air and flow measurements.")
-    sensors: list[ToiletSensorConfig] = Field(min_length=1, description="Sensors on the bus.")
+    sensors: list[ToiletSensorConfig] = Field(default_factory=list, description="Sensors on the bus.")
+    nodes: list[str] = Field(default_factory=list, description="Wireless sensor nodes (firmware/, read by a "
+                             "`nodes` producer) of this block: their stalls count as '<node>:<n>', their air "
+                             "readings join the wired ones (the worst value of each gas counts).")
+    node_stale_s: float = Field(300, gt=0, description="A node's air reading older than this is ignored.")
     stalls: dict[str, ToiletInput] = Field(default_factory=dict, description="Stall → door/IR input (1 = occupied).")
     leaks: dict[str, ToiletInput] = Field(default_factory=dict, description="Leak sensors (1 = wet).")
     consumables: dict[str, ToiletInput] = Field(default_factory=dict, description="Low-level switches (1 = low).")
@@ -287,6 +291,14 @@ class ToiletRoleConfig(Base):
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Extra register maps.")
     staff_reader: str | None = Field(None, description="Serial tag reader sending STAFF:<id> lines.")
     display: DisplayConfig | None = Field(None, description="Free-stall display.")
+
+    @model_validator(mode="after")
+    def _sources(self) -> ToiletRoleConfig:
+        if not self.sensors and not self.nodes:
+            raise ValueError("a toilet needs wired sensors (port + sensors) or wireless nodes (nodes)")
+        if self.sensors and not self.port:
+            raise ValueError("wired sensors need the RS-485 port")
+        return self
 
 
 class NodesConfig(Base):

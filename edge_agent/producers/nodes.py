@@ -27,6 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.config.models import NodesConfig
 from edge_agent.producers import Sink
+from edge_agent.producers.local import BUS
 from edge_agent.records import DataClass
 from edge_agent.store.outbox import OutboxClosed, OutboxFull
 from edge_agent.sync.downlink import CommandError
@@ -142,7 +143,10 @@ class NodesProducer:
                                     {**values, "node": node, "seq": seq}, ts=ts, origin=(f"node:{node}", ring, seq))
                    for seq, ts, kind, values in recs]
         if records:
-            sink.put_many(records)
+            stored = sink.put_many(records)
+            for (_, ts, kind, values), res in zip(recs, stored, strict=True):
+                if res.ok:  # e.g. a toilet role using this node's stalls and air (not re-sent duplicates)
+                    BUS.publish(f"node/{node}/{kind}", {**values, "ts": ts or time.time()})
         upto = max([r[0] for r in recs], default=0)
         if upto or rejected:
             self._ack(client, node, ring, upto)

@@ -12,12 +12,14 @@ import logging
 import queue
 import threading
 import time
+from functools import partial
 from typing import Any
 
 from edge_agent.config.models import ToiletInput, ToiletRoleConfig
 from edge_agent.drivers.display import Board
 from edge_agent.drivers.serialio import read_lines
 from edge_agent.producers import Sink
+from edge_agent.producers.local import BUS
 from edge_agent.records import DataClass
 from edge_agent.sync.downlink import CommandError
 from edge_agent.toilet import profiles
@@ -44,6 +46,9 @@ class ToiletRole:
             self._check_input("flow", cfg.flow)
         self.rules = Rules(Limits(**cfg.limits.model_dump()))
         self._cleaned: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._node_stalls: dict[str, bool] = {}  # "<node>:<n>" -> occupied
+        self._node_air: dict[str, tuple[float, dict[str, float]]] = {}  # node -> (monotonic time, values)
+        self._node_lock = threading.Lock()
         d = cfg.display
         self.board = Board(d.port, d.baud, d.encoding, d.ack) if d else None
 
@@ -71,10 +76,33 @@ class ToiletRole:
         """On/off of each input whose sensor answered (inputs of an unavailable sensor are left out)."""
         return {k: bool(v) for k, inp in inputs.items() if (v := self._value(inp)) is not None}
 
+    def _on_node(self, node: str, kind: str, event: dict[str, Any]) -> None:
+        with self._node_lock:
+            if kind == "stall" and isinstance(event.get("stall"), int):
+                self._node_stalls[f"{node}:{event['stall']}"] = bool(event.get("occupied"))
+            elif kind == "air":
+                gases = {k: float(v) for k, v in event.items() if k.endswith("_ppm") and isinstance(v, int | float)}
+                self._node_air[node] = (time.monotonic(), gases)
+
+    def _node_view(self) -> tuple[dict[str, bool], dict[str, float]]:
+        """Stalls and fresh air readings from the block's wireless nodes (worst value per gas)."""
+        fresh = time.monotonic() - self.cfg.node_stale_s
+        air: dict[str, float] = {}
+        with self._node_lock:
+            for at, values in self._node_air.values():
+                if at >= fresh:
+                    for k, v in values.items():
+                        air[k] = max(v, air.get(k, v))
+            return dict(self._node_stalls), air
+
     def run(self, sink: Sink, stop: threading.Event) -> None:
         c = self.cfg
-        first = next(iter(self.sensors.values())).profile  # config requires at least one sensor
-        bus = Bus(c.port, c.baud or first.baud, c.parity or first.parity, c.timeout_s, c.retries, c.echo)
+        bus: Bus | None = None
+        if self.sensors:
+            first = next(iter(self.sensors.values())).profile
+            bus = Bus(c.port or "", c.baud or first.baud, c.parity or first.parity, c.timeout_s, c.retries, c.echo)
+        unsubscribe = [BUS.subscribe(f"node/{n}/{kind}", partial(self._on_node, n, kind))
+                       for n in c.nodes for kind in ("stall", "air")]
         if c.staff_reader:
             threading.Thread(target=read_lines, args=(c.staff_reader, 9600, self._staff_line, stop, 64),
                              name="staff-reader", daemon=True).start()
@@ -85,20 +113,23 @@ class ToiletRole:
             while not stop.is_set():
                 t0 = time.monotonic()
                 for s in self.sensors.values():
-                    if bus.poll(s, c.fail_after):
+                    if bus is not None and bus.poll(s, c.fail_after):
                         sink.put(DataClass.STATE, "toilet.sensor",
                                  {"sensor": s.name, "available": s.available, "error": s.last_error or None},
                                  key=f"sensor:{s.name}")
-                stalls = self._states(c.stalls)
+                node_stalls, node_air = self._node_view()
+                stalls = {**self._states(c.stalls), **node_stalls}
                 occupied = sorted(k for k, v in stalls.items() if v)
-                view = {"free": len(stalls) - len(occupied), "total": len(c.stalls), "occupied": occupied,
-                        "unknown": sorted(set(c.stalls) - set(stalls))}
+                view = {"free": len(stalls) - len(occupied), "total": len(c.stalls) + len(node_stalls),
+                        "occupied": occupied, "unknown": sorted(set(c.stalls) - set(stalls))}
                 if view != last_stalls:
                     sink.put(DataClass.STATE, "toilet.stalls", view, key="stalls")
                     last_stalls = view
                     self._show(view)
                 air = {k: v for s in self.sensors.values() if s.available for k, v in s.values.items()
                        if k.endswith(("_ppm", "_c", "_pct"))}
+                for k, v in node_air.items():  # the worst reading anywhere in the block decides
+                    air[k] = max(v, air.get(k, v))
                 if t0 >= next_air and air:
                     sink.put(DataClass.MEASUREMENT, "toilet.air", air)
                     next_air = t0 + c.air_interval_s
@@ -120,7 +151,10 @@ class ToiletRole:
                                                                          "staff": staff})
                 stop.wait(max(0.0, c.poll_s - (time.monotonic() - t0)))
         finally:
-            bus.close()
+            for cancel in unsubscribe:
+                cancel()
+            if bus is not None:
+                bus.close()
             if self.board is not None:
                 self.board.close()
 
