@@ -317,7 +317,7 @@ def test_outbox_stores_a_device_numbered_record_once(tmp_path: Path) -> None:
         assert put(1, epoch="r2").ok  # a wiped node numbers again under a new ring id
         recs = [ob.make_record("measurement", "node.air", {"n": n}, origin=("node:a", "r2", n)) for n in (2, 2, 3)]
         assert [r.ok for r in ob.put_many(recs)] == [True, False, True]  # also within one batch
-        assert ob.depth() == 5
+        assert ob.depth() == 5 and ob.stats()["counters"]["relayed.duplicate"] == 3
     with Outbox(tmp_path / "o.db") as ob:  # the watermark is in the same file: survives a restart
         assert ob.origin_last("node:a") == ("r2", 3)
 

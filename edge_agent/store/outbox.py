@@ -577,6 +577,7 @@ class Outbox:
             for r in p.recs if isinstance(p, _PutMany) else (p.rec,):
                 if r.origin is not None and not self._new_origin(conn, r.origin):
                     got.append(PutResult(None, "duplicate"))
+                    self._count(conn, "relayed.duplicate", 1)  # re-sent by a device: shown by `status`
                     continue
                 if r.cls is DataClass.STATE:
                     coalesced += conn.execute(
