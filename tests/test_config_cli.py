@@ -20,6 +20,8 @@ from edge_agent.sync.backoff import Backoff, TokenBucket
 from hub.db import explain_gaps, subtract
 from tests.helpers import Broker
 
+ROOT = Path(__file__).resolve().parents[1]
+
 BAD_TOML = """\
 [device]
 id = "gate 01"
@@ -78,9 +80,16 @@ def test_unparseable_and_unknown_format(tmp_path: Path) -> None:
         load_config(g)
 
 
-def test_shipped_example_is_valid() -> None:
-    out = run_cli("validate-config", "edge_agent/examples/gate-demo.toml")
-    assert out.returncode == 0 and "OK" in out.stdout
+@pytest.mark.parametrize("example", sorted(p.name for p in (ROOT / "edge_agent" / "examples").glob("*.toml")))
+def test_shipped_examples_are_valid_and_build(example: str) -> None:
+    path = f"edge_agent/examples/{example}"
+    out = run_cli("validate-config", path)
+    assert out.returncode == 0 and "OK" in out.stdout, out.stdout + out.stderr
+    from edge_agent import producers
+
+    cfg = load_config(ROOT / path)
+    for pcfg in cfg.producers:  # the role-level checks too: profiles, register names, keys
+        assert producers.build(pcfg, 1).name == pcfg.name
 
 
 def test_every_config_field_has_a_description() -> None:
