@@ -127,9 +127,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  {cls:<12} depth {c['depth']:>8}  oldest unsent {c['oldest_age_s']:>8.1f} s")
     print(f"drops: {st['drops'] or 'none'}")
     print(f"acked: {st['acked'] or 'none'}")
+    if st["relayed_duplicates"]:
+        print(f"re-sent device records recognised: {st['relayed_duplicates']}")
+    print(f"agent: {st['agent']}" + (f" (pid {rt.get('pid')}, last report {st['runtime_age_s']} s ago)" if rt else ""))
     if rt:
         print(f"broker: {rt.get('broker')} ({rt.get('broker_url')})  inflight {rt.get('inflight')}  "
-              f"boot {rt.get('boot')}  reported {st['runtime_age_s']} s ago")
+              f"boot {rt.get('boot')}  reported {st['runtime_age_s']} s ago"
+              + ("" if st["agent"] == "running" else "  (last known: the agent is not reporting)"))
     else:
         print("broker: unknown (agent has not reported yet)")
     if st["quarantined"]:

@@ -36,11 +36,32 @@ def read_status(db: Path) -> dict[str, Any]:
     finally:
         conn.close()
     quarantined = quarantined_files(db)
+    age = round(now - updated, 1) if updated else None
     return {"db": str(db), "classes": classes, "queue": sum(c["depth"] for c in classes.values()),
             "drops": {k: v for k, v in counters.items() if k.startswith("dropped.")},
             "acked": {k: v for k, v in counters.items() if k.startswith("acked.")},
-            "runtime": runtime, "runtime_age_s": round(now - updated, 1) if updated else None,
+            "relayed_duplicates": counters.get("relayed.duplicate", 0),
+            "runtime": runtime, "runtime_age_s": age, "agent": agent_state(runtime.get("pid"), age),
             "quarantined": quarantined}
+
+
+STALE_S = 10.0  # the agent writes its runtime row every second
+
+
+def agent_state(pid: Any, age: float | None) -> str:
+    """"running", "not running" (no process, or no report) or "stalled" (process alive, reports stopped)."""
+    alive = False
+    if isinstance(pid, int) and pid > 0:
+        try:
+            os.kill(pid, 0)
+            alive = True
+        except ProcessLookupError:
+            alive = False
+        except PermissionError:  # another user's process: it exists
+            alive = True
+    if age is None or not alive:
+        return "not running"
+    return "running" if age <= STALE_S else "stalled"
 
 
 def fsync_latency(directory: Path, n: int = 20) -> tuple[float, float]:

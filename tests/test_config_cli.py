@@ -8,6 +8,7 @@ import random
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -138,8 +139,21 @@ def test_status_and_doctor(tmp_path: Path, broker: Broker) -> None:
     doc = json.loads(st.stdout)
     assert doc["classes"]["transaction"]["depth"] > 50 and doc["classes"]["transaction"]["oldest_age_s"] > 0
     assert doc["runtime"]["broker"] in ("disconnected", "connecting", "stopped")
+    assert doc["agent"] == "not running"  # the run ended: its pid is gone
     human = run_cli("status", "--config", str(cfg))
-    assert "oldest unsent" in human.stdout and "broker:" in human.stdout
+    assert "oldest unsent" in human.stdout and "broker:" in human.stdout and "agent: not running" in human.stdout
+    live = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--config", str(cfg), "--duration", "20"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        state = None
+        while time.monotonic() < deadline and state != "running":
+            time.sleep(0.5)
+            state = json.loads(run_cli("status", "--config", str(cfg), "--json").stdout)["agent"]
+        assert state == "running"
+    finally:
+        live.terminate()
+        live.wait(30)
     doc_fail = run_cli("doctor", "--config", str(cfg))
     assert doc_fail.returncode == 1 and "FAIL  broker" in doc_fail.stdout and "fsync latency" in doc_fail.stdout
     good = agent_config(tmp_path, broker.url, rate=None, name="ok")
