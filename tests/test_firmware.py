@@ -228,6 +228,38 @@ def test_node_readings_reach_the_hub_once_through_offline_and_kill9(tmp_path: Pa
         node.kill9()
 
 
+def hub_times(db: Path, kind: str) -> list[tuple[float, float]]:
+    """(record ts, hub arrival) per record of a kind, in order."""
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("SELECT ts, received FROM events WHERE kind=? ORDER BY seq", (kind,)).fetchall()
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        conn.close()
+
+
+@pytest.mark.broker
+def test_readings_taken_before_the_node_knows_the_time_are_dated_correctly(tmp_path: Path,
+                                                                             gateway: dict[str, Any]) -> None:
+    """A node that boots while the gateway's broker is down has no clock: its first readings are dated from
+    its tick counter once the agent has told it the time, not stamped with their (later) arrival."""
+    db, local = gateway["db"], gateway["local"]
+    local.kill()
+    node = Node(tmp_path / "flash", node_id="wc-n5", broker="127.0.0.1", port=local.port, interval_s=1)
+    try:
+        threading.Event().wait(4)  # four readings with no time to give them
+        local.start()
+        times = wait_for(lambda: (t := hub_times(db, "node.air")) and len(t) >= 5 and t, 40, "readings at the hub")
+        first_ts, first_arrival = times[0]
+        early = first_arrival - first_ts
+        assert early > 2.5, f"the first reading was dated only {early:.1f} s before it arrived"
+        gaps = [b[0] - a[0] for a, b in zip(times[:4], times[1:5], strict=True)]
+        assert all(0.5 < g < 1.6 for g in gaps), f"one second apart as taken, got {gaps}"
+    finally:
+        node.kill9()
+
+
 @pytest.mark.broker
 def test_node_config_over_mqtt_from_the_hub(tmp_path: Path, gateway: dict[str, Any]) -> None:
     db, local, city = gateway["db"], gateway["local"], gateway["city"]

@@ -7,10 +7,13 @@ Topics under <prefix>/<node_id>/:
   status      node -> all    {"online", "version", "up_s", "pending", "dropped", ...}     retained; will: offline
   config/set  agent -> node  {"id": request id, "set": {key: value}}
   config/result node -> agent {"id", "ok", "errors", "restart"}
-Readings taken before the gateway has told the node the time carry ts null (the agent stamps arrival).
+Readings taken before the gateway has told the node the time are stored with this boot's id and the
+tick count; once the time is known they are dated on the way out. Readings from an earlier boot that never
+learnt the time go with ts null (the agent stamps their arrival).
 """
 
 import json
+import os
 import time
 
 from svnode import VERSION, config
@@ -30,12 +33,14 @@ class Node:
         self.ring = Ring(data_dir + "/ring", self.cfg["ring_slots"])
         self.client = None
         self.offset = None  # gateway epoch - local time.time()
+        self.boot = "".join("%02x" % b for b in os.urandom(3))  # dates this boot's undated readings
         now = time.ticks_ms()
         self.started = now
         self.doors = None
         self.next_air = now
         self.next_status = now
         self.inflight = None  # (last seq sent, ticks when sent)
+        self.connected_at = now
         self.backoff = 1000
         self.retry_at = now
         self.restart = False
@@ -47,8 +52,10 @@ class Node:
         return None if self.offset is None else round(time.time() + self.offset, 3)
 
     def record(self, kind, values):
+        ts = self._now()
+        rec = [ts, kind, values] if ts is not None else [None, kind, values, self.boot, time.ticks_ms()]
         try:
-            self.ring.append(json.dumps([self._now(), kind, values]))
+            self.ring.append(json.dumps(rec))
         except ValueError as err:  # a reading too big for a slot: lost, loudly, and the node goes on
             print("reading not stored:", err)
 
@@ -85,6 +92,7 @@ class Node:
             raise
         self.client = client
         self.inflight = None
+        self.connected_at = time.ticks_ms()
         self.status()
 
     def _publish(self, leaf, payload, retain=False):
@@ -103,14 +111,27 @@ class Node:
         now = time.ticks_ms()
         if self.inflight is not None and time.ticks_diff(now, self.inflight[1]) < RESEND_MS:
             return
+        if self.offset is None and time.ticks_diff(now, self.connected_at) < 2000:
+            return  # the agent answers our status with the time: date what we hold before sending it
         recs = self.ring.pending(20)
         if not recs:
             self.inflight = None
             return
-        # each stored payload is the JSON array [ts, kind, values]: prefix its seq without re-parsing
-        items = ",".join("[%d,%s" % (seq, body.decode()[1:]) for seq, body in recs)
+        items = ",".join(self._item(seq, body) for seq, body in recs)
         self._publish("data", '{"ring":"%s","recs":[%s]}' % (self.ring.id, items))
         self.inflight = (recs[-1][0], now)
+
+    def _item(self, seq, body):
+        """[seq, ts, kind, values] as JSON. A dated payload is [ts, kind, values]: its seq is prefixed
+        without parsing. An undated one is dated from its ticks if it is from this boot and the time is known."""
+        text = body.decode()
+        if not text.startswith("[null"):
+            return "[%d,%s" % (seq, text[1:])
+        rec = json.loads(text)
+        ts = None
+        if len(rec) == 5 and rec[3] == self.boot and self.offset is not None:
+            ts = round(time.time() + self.offset - time.ticks_diff(time.ticks_ms(), rec[4]) / 1000, 3)
+        return json.dumps([seq, ts, rec[1], rec[2]])
 
     def on_message(self, topic, payload, retained):
         leaf = topic[len(self.base):]
