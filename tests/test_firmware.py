@@ -360,7 +360,8 @@ def test_parse_batch_rejects_garbage_and_keeps_good_records() -> None:
         [4, None, "bad kind", {}], [5, float("nan"), "air", {}]]}).encode())
     assert ring == "ab" and [g[0] for g in good] == [1, 3, 5] and rejected == 3
     assert good[1][1] is None and good[2][1] is None  # unset or nonsense clocks: the agent stamps arrival
-    for bad in (b"", b"[]", b'{"ring": 5, "recs": []}', b'{"ring": "a"}', b"\xff\xfe", b'{"ring":"a","recs":{}}'):
+    huge = json.dumps({"ring": "r", "recs": [[1, None, "air", {"x": "y" * 70_000}]]}).encode()
+    for bad in (huge, b"", b"[]", b'{"ring": 5, "recs": []}', b'{"ring": "a"}', b"\xff\xfe", b'{"ring":"a","recs":{}}'):
         with pytest.raises(BadBatch):
             parse_batch(bad)
 

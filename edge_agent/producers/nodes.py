@@ -35,6 +35,7 @@ from edge_agent.sync.downlink import CommandError
 logger = logging.getLogger(__name__)
 
 MAX_RECS = 200
+MAX_BATCH_BYTES = 64 * 1024  # the firmware sends at most ~1.5 KB; anything far bigger is not a node
 MAX_VALUES = 32
 EARLIEST = 1_600_000_000  # a node timestamp before 2020 is an unset clock
 
@@ -45,6 +46,8 @@ class BadBatch(ValueError):
 
 def parse_batch(payload: bytes | bytearray) -> tuple[str, list[tuple[int, float | None, str, dict[str, Any]]], int]:
     """-> (ring id, good records in seq order, rejected count). BadBatch when nothing can be trusted."""
+    if len(payload) > MAX_BATCH_BYTES:
+        raise BadBatch(f"batch of {len(payload)} bytes (max {MAX_BATCH_BYTES})")
     try:
         msg = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as err:
