@@ -43,12 +43,14 @@ def _remaining(n):
 
 
 class Client:
-    def __init__(self, client_id, host, port=1883, keepalive=30, user=None, password=None, timeout_ms=5000):
+    def __init__(self, client_id, host, port=1883, keepalive=30, user=None, password=None, timeout_ms=5000,
+                 max_packet=8192):
         self.client_id = client_id
         self.host, self.port = host, port
         self.keepalive = keepalive
         self.user, self.password = user, password
         self.timeout_ms = timeout_ms
+        self.max_packet = max_packet  # a bigger packet would not fit an ESP32's heap: the link is dropped
         self.sock = None
         self.poller = None
         self.will = None
@@ -117,6 +119,8 @@ class Client:
             shift += 7
             if shift > 21:
                 raise MQTTError("malformed remaining length")
+        if n > self.max_packet:
+            raise MQTTError("packet of %d bytes exceeds %d" % (n, self.max_packet))
         body = self._read(n) if n else b""
         self.last_rx = time.ticks_ms()
         return head >> 4, head & 0x0F, body
@@ -218,22 +222,31 @@ class Client:
         kind, flags, body = self._packet()
         if kind == 3:  # PUBLISH
             qos = (flags >> 1) & 3
+            if qos == 3 or len(body) < 2:
+                raise MQTTError("malformed PUBLISH")
             n = (body[0] << 8) | body[1]
-            topic = body[2:2 + n].decode()
-            pos = 2 + n
-            if qos:
-                pid = (body[pos] << 8) | body[pos + 1]
-                pos += 2
+            pos = 2 + n + (2 if qos else 0)
+            if pos > len(body):
+                raise MQTTError("malformed PUBLISH")
+            try:
+                topic = body[2:2 + n].decode()
+            except UnicodeError:
+                raise MQTTError("topic is not UTF-8") from None
+            pid = (body[pos - 2] << 8) | body[pos - 1] if qos else 0
+            if qos == 2:
+                raise MQTTError("QoS 2 not supported")
             self.on_message(topic, body[pos:], bool(flags & 1))
             if qos == 1:
                 self._send(b"\x40\x02" + _u16(pid))  # PUBACK after the handler ran
-            elif qos == 2:
-                raise MQTTError("QoS 2 not supported")
         elif kind == 4:  # PUBACK
+            if len(body) != 2:
+                raise MQTTError("malformed PUBACK")
             self.on_puback((body[0] << 8) | body[1])
         elif kind == 9:  # SUBACK
+            if len(body) < 3:
+                raise MQTTError("malformed SUBACK")
             self._suback = (body[0] << 8) | body[1]
-            self._granted = body[2] if len(body) > 2 else 0x80
+            self._granted = body[2]
         elif kind == 13:  # PINGRESP
             self._ping_at = None
         else:
