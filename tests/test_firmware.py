@@ -265,8 +265,8 @@ def test_readings_taken_before_the_node_knows_the_time_are_dated_correctly(tmp_p
         first_ts, first_arrival = times[0]
         early = first_arrival - first_ts
         assert early > 2.5, f"the first reading was dated only {early:.1f} s before it arrived"
-        gaps = [b[0] - a[0] for a, b in zip(times[:4], times[1:5], strict=True)]
-        assert all(0.5 < g < 1.6 for g in gaps), f"one second apart as taken, got {gaps}"
+        gaps = [b[0] - a[0] for a, b in zip(times[:3], times[1:4], strict=True)]  # the ones taken offline
+        assert all(0.5 < g < 2.0 for g in gaps), f"one second apart as taken, got {gaps}"
     finally:
         node.kill9()
 
