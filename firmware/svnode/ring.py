@@ -46,7 +46,6 @@ class Ring:
     def __init__(self, prefix, slots=256, slot_size=256):
         self.prefix, self.slots, self.size = prefix, slots, slot_size
         self.path = prefix + ".dat"
-        self.dropped = 0
         self.id = self._ring_id()
         if _exists(self.path):
             self.slots = max(1, os.stat(self.path)[6] // slot_size)  # a new ring_slots applies to a new ring
@@ -56,7 +55,7 @@ class Ring:
                 for _ in range(slots):
                     f.write(blank)
         self.f = open(self.path, "r+b")
-        self.acked = self._load_ack()
+        self.acked, self.dropped = self._load_ack()
         self.next = self._scan()
 
     def _ring_id(self):
@@ -78,11 +77,13 @@ class Ring:
         return rid
 
     def _load_ack(self):
+        """(confirmed watermark, records overwritten unconfirmed so far) from "<acked> <dropped>"."""
         try:
             with open(self.prefix + ".ack") as f:
-                return int(f.read())
-        except (OSError, ValueError):
-            return 0
+                parts = f.read().split()
+            return int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
+        except (OSError, ValueError, IndexError):
+            return 0, 0
 
     def _slot(self, i):
         self.f.seek((i % self.slots) * self.size)
@@ -146,7 +147,7 @@ class Ring:
         self.acked = upto
         tmp = self.prefix + ".ack.tmp"
         with open(tmp, "w") as f:
-            f.write(str(upto))
+            f.write("%d %d" % (upto, self.dropped))  # the drop count survives reboots with the watermark
         os.rename(tmp, self.prefix + ".ack")
 
     def close(self):

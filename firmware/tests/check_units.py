@@ -56,6 +56,10 @@ assert r.next == 6 and [s for s, _ in r.pending()] == [4, 5], (r.next, r.pending
 for i in range(10):
     r.append("y%d" % i)
 assert r.dropped == 4 and [s for s, _ in r.pending(limit=50)] == list(range(8, 16)) and r.depth() == 8
+r.ack(9)
+r.close()
+r = Ring("r", slots=8, slot_size=64)
+assert r.dropped == 4 and r.acked == 9, (r.dropped, r.acked)  # the drop count survives a reboot
 try:
     r.append("z" * 60)
     raise AssertionError("an oversized record was accepted")
