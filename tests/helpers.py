@@ -160,6 +160,24 @@ def journal_ids(path: Path) -> set[str]:
     return set(path.read_text().split()) if path.exists() else set()
 
 
+def hub_records(db: Path, kind: str) -> list[dict[str, Any]]:
+    """Bodies of one kind in a SQLite hub database, in device order ([] before the hub made its tables)."""
+    conn = sqlite3.connect(db)
+    try:
+        rows = conn.execute("SELECT body FROM events WHERE kind=? ORDER BY seq", (kind,)).fetchall()
+        return [json.loads(b) for (b,) in rows]
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        conn.close()
+
+
+def outbox_records(ob: Any, cls: Any, kind: str, limit: int = 10_000) -> list[dict[str, Any]]:
+    """Bodies of one kind still in an Outbox (oldest first)."""
+    m = ob.fetch(cls, 0, limit=limit)
+    return [json.loads(b) for k, b in zip(m.kind, m.body, strict=True) if k == kind]
+
+
 def assert_exactly_once(hub_ids: list[str], promised: set[str]) -> None:
     """Every pass a producer was told is durable arrived once; nothing arrived twice."""
     dups = len(hub_ids) - len(set(hub_ids))

@@ -32,7 +32,7 @@ from edge_agent.producers.nodes import BadBatch, parse_batch
 from edge_agent.store import Outbox
 from hub.db import SqliteBackend
 from hub.ingest import HubWorker
-from tests.helpers import Broker, Listener, wait_for
+from tests.helpers import Broker, Listener, hub_records, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRMWARE = ROOT / "firmware"
@@ -145,17 +145,6 @@ class Node:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
-
-
-def hub_records(db: Path, kind: str) -> list[dict[str, Any]]:
-    conn = sqlite3.connect(db)
-    try:
-        rows = conn.execute("SELECT body FROM events WHERE kind=? ORDER BY seq", (kind,)).fetchall()
-        return [json.loads(b) for (b,) in rows]
-    except sqlite3.OperationalError:
-        return []
-    finally:
-        conn.close()
 
 
 @pytest.fixture

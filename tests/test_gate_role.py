@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ from hil_tests.simulators.scanner import ScannerSim
 from hil_tests.simulators.turnstile import TurnstileSim
 from hub.db import SqliteBackend
 from hub.ingest import HubWorker
-from tests.helpers import Broker, Listener, wait_for
+from tests.helpers import Broker, Listener, hub_records, outbox_records, wait_for
 
 TZ = ZoneInfo("Asia/Shanghai")
 KEY = Ed25519PrivateKey.generate()
@@ -56,20 +55,6 @@ def id_number(seed: int) -> str:
 
 def card(number: str) -> idreader.IdCard:
     return idreader.IdCard("测试", "1", "01", "19900101", "杭州市西湖区", number, "公安局", "20200101", "20400101")
-
-
-def bodies(ob: Outbox, cls: DataClass, kind: str) -> list[dict[str, Any]]:
-    m = ob.fetch(cls, 0, limit=500)
-    return [json.loads(b) for k, b in zip(m.kind, m.body, strict=True) if k == kind]
-
-
-def decisions(db: Path) -> list[dict[str, Any]]:
-    conn = sqlite3.connect(db)
-    try:
-        rows = conn.execute("SELECT body FROM events WHERE kind='gate.decision' ORDER BY seq")
-        return [json.loads(b) for (b,) in rows]
-    finally:
-        conn.close()
 
 
 @pytest.mark.broker
@@ -167,7 +152,8 @@ def test_thousand_tickets_through_two_gates_reach_the_hub_once(tmp_path: Path, b
                 sims["ab"[k % 2]][0].scan(payload)
             want = k + 1
             wait_for(lambda want=want: len(recorded) >= want, 10, f"decision {want}", every=0.002)
-        wait_for(lambda: len(decisions(tmp_path / "hub.db")) >= len(plan), 60, "every decision at the hub")
+        wait_for(lambda: len(hub_records(tmp_path / "hub.db", "gate.decision")) >= len(plan), 60,
+                 "every decision at the hub")
         wait_for(lambda: "已满" in disp.text(), 10, "the display to say full")
     finally:
         results.close()
@@ -179,7 +165,7 @@ def test_thousand_tickets_through_two_gates_reach_the_hub_once(tmp_path: Path, b
             t.close()
         ids.close()
         disp.close()
-    got = decisions(tmp_path / "hub.db")
+    got = hub_records(tmp_path / "hub.db", "gate.decision")
     assert len(got) == len(plan) == 1000  # each decision recorded once, none missing
     assert [(d["ticket"], d["reason"]) for d in got] == expected
     assert sum(r == "ok" for _, r in expected) == capacity and any(r == "capacity" for _, r in expected)
@@ -229,7 +215,7 @@ def test_a_lane_with_a_dry_contact_turnstile_from_config(tmp_path: Path) -> None
         try:
             time.sleep(0.5)
             scanner.scan(qr("DC1"))
-            got = wait_for(lambda: bodies(ob, DataClass.TRANSACTION, "gate.pass"), 10, "the pass")
+            got = wait_for(lambda: outbox_records(ob, DataClass.TRANSACTION, "gate.pass"), 10, "the pass")
         finally:
             stop.set()
             t.join(5)
@@ -273,7 +259,7 @@ def test_camera_qr_lane_decodes_codes_from_frames(tmp_path: Path) -> None:
             stop.set()
             t.join(5)
             sim.close()
-        got = [b["reason"] for b in bodies(ob, DataClass.TRANSACTION, "gate.decision")]
+        got = [b["reason"] for b in outbox_records(ob, DataClass.TRANSACTION, "gate.decision")]
     assert got == ["ok", "bad_signature"]
 
 
@@ -505,17 +491,17 @@ def test_camera_counted_door_feeds_the_site_occupancy(tmp_path: Path) -> None:
         cam.start()
         try:
             def inside() -> int | None:
-                got = bodies(ob, DataClass.STATE, "gate.occupancy")
+                got = outbox_records(ob, DataClass.STATE, "gate.occupancy")
                 return got[-1]["inside"] if got else None
 
-            wait_for(lambda: len(bodies(ob, DataClass.MEASUREMENT, "vision.crossing")) >= 5, 120,
+            wait_for(lambda: len(outbox_records(ob, DataClass.MEASUREMENT, "vision.crossing")) >= 5, 120,
                      "the camera's five crossings")
             wait_for(lambda: inside() == 3, 5, "occupancy 4 in − 1 out")
         finally:
             stop.set()
             gate.join(5)
             cam.join(10)
-        alerts = [b["level"] for b in bodies(ob, DataClass.TRANSACTION, "gate.capacity_alert")]
+        alerts = [b["level"] for b in outbox_records(ob, DataClass.TRANSACTION, "gate.capacity_alert")]
     assert alerts == [0.8, 0.9, 1.0]  # 4/4 reached before the one who left
     with pytest.raises(ValueError, match="vision_lines"):
         GateRoleConfig.model_validate({**gcfg.model_dump(mode="json"), "vision_lines": ["no-slash"]})

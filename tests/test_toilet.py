@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from edge_agent.toilet.rules import M_NH3, Limits, Rules, ppm_to_mg_m3
 from hil_tests.simulators.display import DisplaySim
 from hil_tests.simulators.modbus import ModbusSim
 from hil_tests.simulators.scanner import ScannerSim
-from tests.helpers import wait_for
+from tests.helpers import outbox_records, wait_for
 
 
 def test_profiles_decode_scale_sign_and_32_bit() -> None:
@@ -84,8 +83,7 @@ def test_toilet_role_polls_alerts_cleans_and_shows_free_stalls(tmp_path: Path) -
     t.start()
 
     def records(cls: DataClass, kind: str) -> list[dict[str, Any]]:
-        m = ob.fetch(cls, 0, limit=10_000)
-        return [json.loads(b) for k, b in zip(m.kind, m.body, strict=True) if k == kind]
+        return outbox_records(ob, cls, kind)
 
     try:
         wait_for(lambda: "空位 2/2" in disp.text(), 10, "display: both stalls free")

@@ -199,6 +199,7 @@ def test_vision_producer_feeds_the_outbox(tmp_path: Path, snapshots: bool) -> No
     from edge_agent.producers import build
     from edge_agent.records import DataClass
     from edge_agent.store import Outbox
+    from tests.helpers import outbox_records
 
     cfg = AgentConfig.model_validate({
         "device": {"id": "cam-01", "site": "campus"},
@@ -219,9 +220,8 @@ def test_vision_producer_feeds_the_outbox(tmp_path: Path, snapshots: bool) -> No
         finally:
             stop.set()
             t.join(10)
-        m = ob.fetch(DataClass.MEASUREMENT, 0, limit=1000)
-        counts = [json.loads(b) for k, b in zip(m.kind, m.body, strict=True) if k == "vision.count"]
-        crossings = [json.loads(b) for k, b in zip(m.kind, m.body, strict=True) if k == "vision.crossing"]
+        counts = outbox_records(ob, DataClass.MEASUREMENT, "vision.count")
+        crossings = outbox_records(ob, DataClass.MEASUREMENT, "vision.crossing")
         states = {k: json.loads(b) for k, b in zip(ob.fetch(DataClass.STATE, 0).kind, ob.fetch(DataClass.STATE, 0).body,
                                                    strict=True)}
     total_in = sum(c["lines"]["door"]["in"] for c in counts)
