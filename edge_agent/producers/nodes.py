@@ -79,13 +79,17 @@ class NodesProducer:
         self.cfg, self.boot, self.name = cfg, boot, cfg.name
         self.client: mqtt.Client | None = None
         self._waiting: dict[str, Future[dict[str, Any]]] = {}
-        self.rejected = 0
 
     def commands(self) -> dict[str, Any]:
         return {"node.config": self._cmd_config}
 
     def _topic(self, node: str, leaf: str) -> str:
         return f"{self.cfg.prefix}/{node}/{leaf}"
+
+    @staticmethod
+    def _source(node: str) -> str:
+        """The outbox origin a node's own numbering is tracked under."""
+        return f"node:{node}"
 
     # ------------------------------------------------------------------ run
 
@@ -135,22 +139,20 @@ class NodesProducer:
         try:
             ring, recs, rejected = parse_batch(payload)
         except BadBatch as err:
-            self.rejected += 1
             logger.warning("nodes: rejected a batch from %s: %s", node, err)
             return
         if rejected:
-            self.rejected += rejected
             logger.warning("nodes: %d malformed records from %s skipped", rejected, node)
         classes = self.cfg.classes
         records = [sink.make_record(classes.get(kind, "measurement"), f"node.{kind}",
-                                    {**values, "node": node, "seq": seq}, ts=ts, origin=(f"node:{node}", ring, seq))
+                                    {**values, "node": node, "seq": seq}, ts=ts, origin=(self._source(node), ring, seq))
                    for seq, ts, kind, values in recs]
         if records:
             stored = sink.put_many(records)
             for (_, ts, kind, values), res in zip(recs, stored, strict=True):
                 if res.ok:  # e.g. a toilet role using this node's stalls and air (not re-sent duplicates)
                     BUS.publish(f"node/{node}/{kind}", {**values, "ts": ts or time.time()})
-        upto = max([r[0] for r in recs], default=0)
+        upto = recs[-1][0] if recs else 0  # parse_batch keeps records in rising seq order
         if upto or rejected:
             self._ack(client, node, ring, upto)
 
@@ -170,7 +172,7 @@ class NodesProducer:
         ring = st.get("ring")
         if st.get("online") and isinstance(ring, str):
             # a node that comes online learns the time and what is already stored (its ack file may be older)
-            held = sink.origin_last(f"node:{node}")
+            held = sink.origin_last(self._source(node))
             self._ack(client, node, ring, held[1] if held and held[0] == ring else 0)
 
     def _config_result(self, payload: bytes | bytearray) -> None:
