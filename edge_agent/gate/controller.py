@@ -139,8 +139,7 @@ class GateController:
 
     def on_turnstile(self, f: ts.Frame) -> None:
         if f.cmd == ts.PASSED and len(f.payload) == 2 and f.payload[0] == ts.OUT:
-            with self.validator.lock:  # a visitor leaving (free exit): occupancy only
-                self.validator.capacity.passed(1, "out")
+            self.validator.passed("out")  # a visitor leaving (free exit): occupancy only
             self.record("gate.exit", {"gate": self.name})
             if self.on_change:
                 self.on_change()
@@ -156,14 +155,15 @@ class GateController:
                 else:
                     self._waiting[0] = (ticket, left, deadline)
             pend = self.validator.pending
-            with self.validator.lock:
+
+            def settle() -> None:
                 if left <= 0:
                     self.used.mark(ticket, self.name)
                     pend.pop(ticket, None)
                 elif ticket in pend:
                     pend[ticket] = left  # one of the party is through: the rest still pending
-                alerts = self.validator.capacity.passed(1, "in")
-                inside = self.validator.capacity.inside
+
+            alerts, inside = self.validator.passed("in", settle)
             for t in alerts:
                 self.record("gate.capacity_alert", {"gate": self.name, "level": t, "inside": inside})
             if self.on_change:

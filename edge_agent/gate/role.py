@@ -172,9 +172,7 @@ class GateRole:
             self._display_dirty.set()
 
         def camera_door(direction: str) -> None:
-            with validator.lock:
-                alerts = capacity.passed(1, "in" if direction == "in" else "out")
-                inside = capacity.inside
+            alerts, inside = validator.passed(direction)
             for level in alerts:
                 record("gate.capacity_alert", {"gate": "camera", "level": level, "inside": inside})
             changed()

@@ -154,6 +154,16 @@ class Validator:
         with self.lock:
             self.pending.pop(ticket, None)
 
+    def passed(self, direction: str, also: Callable[[], None] | None = None) -> tuple[list[float], int]:
+        """One person through a turnstile or a camera-counted door: (thresholds newly crossed, inside).
+        `also` runs under the same lock (marking the ticket used), so no one is ever in neither pending
+        nor inside while another lane checks capacity."""
+        with self.lock:
+            if also is not None:
+                also()
+            alerts = self.capacity.passed(1, direction)
+            return alerts, self.capacity.inside
+
     def check(self, t: Ticket) -> Decision:
         with self.lock:
             return self._check(t)
