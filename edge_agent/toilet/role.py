@@ -29,6 +29,12 @@ from edge_agent.toilet.rules import Limits, Rules
 logger = logging.getLogger(__name__)
 
 
+def keep_worst(into: dict[str, float], values: dict[str, float]) -> None:
+    """Merge readings, keeping the highest of each (the worst air anywhere in the block decides)."""
+    for k, v in values.items():
+        into[k] = max(v, into.get(k, v))
+
+
 class ToiletRole:
     def __init__(self, cfg: ToiletRoleConfig, boot: int) -> None:
         self.cfg, self.boot, self.name = cfg, boot, cfg.name
@@ -91,8 +97,7 @@ class ToiletRole:
         with self._node_lock:
             for at, values in self._node_air.values():
                 if at >= fresh:
-                    for k, v in values.items():
-                        air[k] = max(v, air.get(k, v))
+                    keep_worst(air, values)
             return dict(self._node_stalls), air
 
     def run(self, sink: Sink, stop: threading.Event) -> None:
@@ -128,8 +133,7 @@ class ToiletRole:
                     self._show(view)
                 air = {k: v for s in self.sensors.values() if s.available for k, v in s.values.items()
                        if k.endswith(("_ppm", "_c", "_pct"))}
-                for k, v in node_air.items():  # the worst reading anywhere in the block decides
-                    air[k] = max(v, air.get(k, v))
+                keep_worst(air, node_air)
                 if t0 >= next_air and air:
                     sink.put(DataClass.MEASUREMENT, "toilet.air", air)
                     next_air = t0 + c.air_interval_s
