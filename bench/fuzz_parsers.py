@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey 
 from edge_agent.drivers import FrameError, display, idreader, turnstile  # noqa: E402
 from edge_agent.drivers.serialio import LineReader  # noqa: E402
 from edge_agent.gate import idnumber, tickets  # noqa: E402
-from edge_agent.producers.nodes import BadBatch, parse_batch  # noqa: E402
+from edge_agent.nodes.role import BadBatch, parse_batch  # noqa: E402
 from edge_agent.sync import envelope  # noqa: E402
 from edge_agent.sync.downlink import CommandRouter  # noqa: E402
 

@@ -24,9 +24,9 @@ from edge_agent.gate.controller import GateController  # noqa: E402
 from edge_agent.gate.passback import UsedTickets  # noqa: E402
 from edge_agent.gate.tickets import Capacity, Ticket, Validator, sign  # noqa: E402
 from edge_agent.records import DataClass  # noqa: E402
+from edge_agent.sim.pty import PtyPair  # noqa: E402
+from edge_agent.sim.turnstile import TurnstileSim  # noqa: E402
 from edge_agent.store import Outbox  # noqa: E402
-from hil_tests.simulators.pty import PtyPair  # noqa: E402
-from hil_tests.simulators.turnstile import TurnstileSim  # noqa: E402
 
 
 def main(n: int = 1000) -> None:

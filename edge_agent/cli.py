@@ -13,7 +13,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from edge_agent.config.loader import ConfigError, load_config
+from edge_agent.config.loader import ConfigError
+from edge_agent.registry import load_config
 from edge_agent.runtime import logs
 
 logger = logging.getLogger("edge_agent")
@@ -41,7 +42,7 @@ def demo_config_path() -> Path:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from edge_agent.app import Agent
-    from edge_agent.config.models import AgentConfig
+    from edge_agent.registry import AgentConfig
 
     base = load_config(demo_config_path())
     data = base.model_dump(mode="json")
@@ -152,11 +153,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
-    try:
-        from hil_tests.simulators import cli as sim
-    except ImportError:
-        print("the simulators ship with the source tree (hil_tests/): run from a checkout", file=sys.stderr)
-        return 2
+    from edge_agent.sim import cli as sim
+
     return sim.run(args.devices or list(sim.KINDS), args.seconds)
 
 

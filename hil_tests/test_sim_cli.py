@@ -13,9 +13,9 @@ import serial
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from edge_agent.config.models import AgentConfig
 from edge_agent.drivers import turnstile as ts
 from edge_agent.gate.controller import TurnstileDriver
+from edge_agent.registry import AgentConfig
 
 
 def test_sim_cli_prints_working_ports_and_a_valid_config() -> None:

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from edge_agent.app import Agent, overlay_path
-from edge_agent.config.models import AgentConfig
 from edge_agent.records import DataClass
+from edge_agent.registry import AgentConfig
 from edge_agent.sync.uplink import Link
 from hub.db import SqliteBackend
 from hub.ingest import HubWorker

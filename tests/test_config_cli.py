@@ -10,14 +10,16 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
 from edge_agent.cli import build_parser
-from edge_agent.config import ConfigError, load_config, models
+from edge_agent.config import ConfigError
+from edge_agent.core.backoff import Backoff, TokenBucket
+from edge_agent.registry import AgentConfig, load_config
 from edge_agent.runtime.supervisor import Supervisor
-from edge_agent.sync.backoff import Backoff, TokenBucket
 from hub.db import explain_gaps, subtract
 from tests.helpers import Broker
 
@@ -82,23 +84,42 @@ def test_unparseable_and_unknown_format(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("example", sorted(p.name for p in (ROOT / "edge_agent" / "examples").glob("*.toml")))
-def test_shipped_examples_are_valid_and_build(example: str) -> None:
+def test_shipped_examples_are_valid_and_build(example: str, tmp_path: Path) -> None:
     path = f"edge_agent/examples/{example}"
     out = run_cli("validate-config", path)
     assert out.returncode == 0 and "OK" in out.stdout, out.stdout + out.stderr
-    from edge_agent import producers
+    from edge_agent.core.ports import Context
+    from edge_agent.registry import REGISTRY
+    from edge_agent.store import Outbox
 
     cfg = load_config(ROOT / path)
-    for pcfg in cfg.producers:  # the role-level checks too: profiles, register names, keys
-        assert producers.build(pcfg, 1).name == pcfg.name
+    with Outbox(tmp_path / "o.db") as ob:
+        for pcfg in cfg.producers:  # the role-level checks too: profiles, register names, keys
+            assert REGISTRY.build(pcfg, Context(ob)).name == pcfg.name
+
+
+def config_models(root: type[BaseModel]) -> set[type[BaseModel]]:
+    """Every model a config file can reach from root: sections, each registered role's, and theirs."""
+    import typing
+
+    seen: set[type[BaseModel]] = set()
+    todo: list[Any] = [root]
+    while todo:
+        t = todo.pop()
+        if isinstance(t, type) and issubclass(t, BaseModel):
+            if t not in seen:
+                seen.add(t)
+                todo += [f.annotation for f in t.model_fields.values()]
+        else:
+            todo += typing.get_args(t)
+    return seen
 
 
 def test_every_config_field_has_a_description() -> None:
-    missing = []
-    for name in dir(models):
-        obj = getattr(models, name)
-        if isinstance(obj, type) and issubclass(obj, BaseModel) and obj.__module__ == models.__name__:
-            missing += [f"{name}.{f}" for f, info in obj.model_fields.items() if not info.description]
+    models = config_models(AgentConfig)
+    names = {m.__name__ for m in models}
+    assert {"GateRoleConfig", "ToiletLimits", "LineConfig", "NodesConfig", "DisplayConfig", "TlsConfig"} <= names
+    missing = [f"{m.__name__}.{f}" for m in models for f, info in m.model_fields.items() if not info.description]
     assert not missing, f"fields without description: {missing}"
 
 

@@ -19,8 +19,8 @@ from edge_agent.gate.controller import GateController
 from edge_agent.gate.passback import UsedTickets
 from edge_agent.gate.tickets import Capacity, Ticket, Validator, parse, sign
 from edge_agent.records import DataClass
+from edge_agent.sim.turnstile import TurnstileSim
 from edge_agent.store import Outbox
-from hil_tests.simulators.turnstile import TurnstileSim
 from tests.helpers import wait_for
 
 KEY = Ed25519PrivateKey.generate()

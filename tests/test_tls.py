@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from edge_agent.app import Agent
-from edge_agent.config.models import AgentConfig
+from edge_agent.registry import AgentConfig
 from edge_agent.sync.uplink import Link
 from tests.helpers import wait_for
 

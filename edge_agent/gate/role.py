@@ -9,7 +9,6 @@ gate.capacity_alert, and the state `gate.occupancy`. ID numbers never appear in 
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import logging
 import threading
@@ -20,36 +19,26 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge_agent.config.models import GateRoleConfig
+from edge_agent.core.ports import CommandError, Context, Handler
 from edge_agent.drivers import DeviceTimeout, FrameError
 from edge_agent.drivers.display import Board, occupancy_rows
 from edge_agent.drivers.gpio import open_line
 from edge_agent.drivers.idreader import Reader
 from edge_agent.drivers.serialio import open_port, read_lines
 from edge_agent.gate.allowlist import AllowList, Entry
+from edge_agent.gate.config import GateRoleConfig, public_key_bytes
 from edge_agent.gate.controller import GateController
 from edge_agent.gate.idnumber import mask
 from edge_agent.gate.passback import UsedTickets
 from edge_agent.gate.tickets import Capacity, Validator
-from edge_agent.producers import Sink
-from edge_agent.producers.local import BUS
 from edge_agent.records import DataClass
-from edge_agent.sync.downlink import CommandError
 
 logger = logging.getLogger(__name__)
 
 
 def load_public_key(text: str) -> Ed25519PublicKey:
-    """Raw 32-byte key, base64 (standard or url-safe) or hex."""
-    raw: bytes | None = None
-    t = text.strip()
-    try:
-        raw = bytes.fromhex(t) if len(t) == 64 else base64.b64decode(t + "=" * (-len(t) % 4), altchars=b"-_")
-    except ValueError:
-        raw = None
-    if raw is None or len(raw) != 32:
-        raise ValueError("public_key must be a raw 32-byte Ed25519 key in base64 or hex")
-    return Ed25519PublicKey.from_public_bytes(raw)
+    """Raw 32-byte key, base64 (standard or url-safe) or hex; ValueError otherwise."""
+    return Ed25519PublicKey.from_public_bytes(public_key_bytes(text))
 
 
 class Repeat:
@@ -92,8 +81,8 @@ def qr_decoder() -> Callable[[Any], str]:
 
 
 class GateRole:
-    def __init__(self, cfg: GateRoleConfig, boot: int) -> None:
-        self.cfg, self.boot, self.name = cfg, boot, cfg.name
+    def __init__(self, cfg: GateRoleConfig, ctx: Context) -> None:
+        self.cfg, self.ctx, self.name = cfg, ctx, cfg.name
         self.key = load_public_key(cfg.public_key)
         self.allow: AllowList | None = None
         self._allow_lock = threading.Lock()
@@ -104,9 +93,9 @@ class GateRole:
     def _now(self) -> dt.datetime:
         from zoneinfo import ZoneInfo
 
-        return dt.datetime.now(ZoneInfo(self.cfg.timezone))
+        return dt.datetime.fromtimestamp(self.ctx.clock.time(), ZoneInfo(self.cfg.timezone))
 
-    def commands(self) -> dict[str, Any]:
+    def commands(self) -> dict[str, Handler]:
         return {"gate.allowlist": self._cmd_allowlist}
 
     def _allowlist(self) -> AllowList:
@@ -140,8 +129,8 @@ class GateRole:
             raise CommandError(f"version {version} is not newer than {allow.version}")
         return {"version": version, "entries": len(entries)}
 
-    def run(self, sink: Sink, stop: threading.Event) -> None:
-        c = self.cfg
+    def run(self, stop: threading.Event) -> None:
+        c, sink = self.cfg, self.ctx.sink
         state = Path(c.state_dir)
         used = UsedTickets(state / "gate.db")
         allow = self._allowlist()
@@ -177,7 +166,7 @@ class GateRole:
                 record("gate.capacity_alert", {"gate": "camera", "level": level, "inside": inside})
             changed()
 
-        unsubscribe = [BUS.subscribe(f"vision/{line}", camera_door) for line in c.vision_lines]
+        unsubscribe = [self.ctx.bus.subscribe(f"vision/{line}", camera_door) for line in c.vision_lines]
         threads, closers = [], []
         gates = []
         for lane in c.lanes:

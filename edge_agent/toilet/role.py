@@ -15,14 +15,12 @@ import time
 from functools import partial
 from typing import Any
 
-from edge_agent.config.models import ToiletInput, ToiletRoleConfig
+from edge_agent.core.ports import CommandError, Context, Handler
 from edge_agent.drivers.display import Board
 from edge_agent.drivers.serialio import read_lines
-from edge_agent.producers import Sink
-from edge_agent.producers.local import BUS
 from edge_agent.records import DataClass
-from edge_agent.sync.downlink import CommandError
 from edge_agent.toilet import profiles
+from edge_agent.toilet.config import ToiletInput, ToiletRoleConfig
 from edge_agent.toilet.modbus import Bus, Sensor
 from edge_agent.toilet.rules import Limits, Rules
 
@@ -36,8 +34,8 @@ def keep_worst(into: dict[str, float], values: dict[str, float]) -> None:
 
 
 class ToiletRole:
-    def __init__(self, cfg: ToiletRoleConfig, boot: int) -> None:
-        self.cfg, self.boot, self.name = cfg, boot, cfg.name
+    def __init__(self, cfg: ToiletRoleConfig, ctx: Context) -> None:
+        self.cfg, self.ctx, self.name = cfg, ctx, cfg.name
         known = profiles.load(cfg.profiles)
         self.sensors = {}
         for s in cfg.sensors:
@@ -63,7 +61,7 @@ class ToiletRole:
         if s is None or inp.point not in {r.name for r in s.profile.registers}:
             raise ValueError(f"{what}: no register {inp.point!r} on sensor {inp.sensor!r}")
 
-    def commands(self) -> dict[str, Any]:
+    def commands(self) -> dict[str, Handler]:
         def cleaned(args: dict[str, Any]) -> dict[str, Any]:
             staff = str(args.get("staff", ""))[:32]
             if not staff:
@@ -100,13 +98,13 @@ class ToiletRole:
                     keep_worst(air, values)
             return dict(self._node_stalls), air
 
-    def run(self, sink: Sink, stop: threading.Event) -> None:
-        c = self.cfg
+    def run(self, stop: threading.Event) -> None:
+        c, sink = self.cfg, self.ctx.sink
         bus: Bus | None = None
         if self.sensors:
             first = next(iter(self.sensors.values())).profile
             bus = Bus(c.port or "", c.baud or first.baud, c.parity or first.parity, c.timeout_s, c.retries, c.echo)
-        unsubscribe = [BUS.subscribe(f"node/{n}/{kind}", partial(self._on_node, n, kind))
+        unsubscribe = [self.ctx.bus.subscribe(f"node/{n}/{kind}", partial(self._on_node, n, kind))
                        for n in c.nodes for kind in ("stall", "air")]
         if c.staff_reader:
             threading.Thread(target=read_lines, args=(c.staff_reader, 9600, self._staff_line, stop, 64),

@@ -6,7 +6,7 @@ import threading
 import time
 
 from edge_agent.drivers import turnstile as ts
-from hil_tests.simulators.base import PtyDevice
+from edge_agent.sim.base import PtyDevice
 
 
 class TurnstileSim(PtyDevice):

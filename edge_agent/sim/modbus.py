@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 from edge_agent.drivers.turnstile import crc16
-from hil_tests.simulators.base import PtyDevice
+from edge_agent.sim.base import PtyDevice
 
 
 def with_crc(body: bytes) -> bytes:

@@ -4,7 +4,7 @@ acknowledges each frame ($A) or rejects a bad one ($N)."""
 from __future__ import annotations
 
 from edge_agent.drivers import FrameError, display
-from hil_tests.simulators.base import PtyDevice
+from edge_agent.sim.base import PtyDevice
 
 
 class DisplaySim(PtyDevice):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import deque
 
 from edge_agent.drivers import idreader
-from hil_tests.simulators.base import PtyDevice
+from edge_agent.sim.base import PtyDevice
 
 NO_CARD = b"\x00\x00\x80"
 
