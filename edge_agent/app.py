@@ -23,6 +23,7 @@ from edge_agent.core.ports import CommandError, Context, Producer
 from edge_agent.records import DataClass
 from edge_agent.registry import REGISTRY, AgentConfig, Registry
 from edge_agent.runtime import metrics, systemd
+from edge_agent.runtime.explain import explain
 from edge_agent.runtime.logs import REDACTOR
 from edge_agent.runtime.supervisor import Supervisor
 from edge_agent.store import Outbox, StorePolicy
@@ -124,7 +125,8 @@ class Agent:
         next_tick = time.monotonic()
         while not stop.is_set():
             if self.supervisor.gave_up.is_set():
-                logger.error("a worker exhausted its restart budget: exiting for the service manager")
+                for line in self.failures():
+                    logger.error("giving up, exiting for the service manager: %s", line)
                 return 1
             if wd and self.supervisor.healthy():
                 systemd.notify("WATCHDOG=1")
@@ -204,6 +206,12 @@ class Agent:
             **self._uplink_view(),
             "workers": {n: ("failed" if w.failed else "running") for n, w in self.supervisor.workers.items()},
         }
+
+    def failures(self) -> list[str]:
+        """One line per worker that exhausted its restart budget: which part, how often, the last error."""
+        roles = {p.name: p.type for p in self.cfg.producers}
+        sup = self.supervisor
+        return [explain(w, roles, sup.max_restarts, sup.window_s) for w in sup.failed()]
 
     def _uplink_view(self) -> dict[str, Any]:
         """Broker connection and sync totals, for status, metrics and the runtime table."""

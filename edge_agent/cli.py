@@ -84,14 +84,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
         hub.start()
     agent.start()
     try:
-        agent.run(duration=args.duration, tick=tick, stop=stop)
+        rc = agent.run(duration=args.duration, tick=tick, stop=stop)
     finally:
-        final = agent.status()
+        final, failures = agent.status(), agent.failures()
         agent.stop()
         if hub is not None:
             hub.stop()
             print(f"hub: {hub.backend.count()} events stored in {Path(args.store).with_name('demo-hub.db')}")
             hub.backend.close()
+    for line in failures:
+        print(f"edge-agent demo FAILED: {line}", file=sys.stderr)
+    if rc:
+        return rc
     print(f"done: {final['queue']} records buffered on the device, {final['acked']} acknowledged by the hub")
     return 0
 

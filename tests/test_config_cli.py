@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import json
+import os
 import random
 import subprocess
 import sys
@@ -148,6 +150,40 @@ def test_demo_without_broker_buffers_and_says_so(tmp_path: Path) -> None:
     assert "no broker: buffering locally" in out.stdout
     buffered = int(out.stdout.split("done: ")[1].split()[0])
     assert buffered > 20
+
+
+def test_demo_names_the_part_that_failed_and_why_and_exits_non_zero(tmp_path: Path) -> None:
+    """The bug a newcomer met: scipy missing, the camera half crashed, the demo said `done` and exited 0. The
+    machine without scipy is stood in for by a `scipy` on PYTHONPATH that fails to import as an absent one does."""
+    fake = tmp_path / "site" / "scipy"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'scipy'\", name='scipy')\n")
+    out = subprocess.run([sys.executable, "-m", "edge_agent", "demo", "--duration", "60", "--no-hub", "--broker",
+                          "mqtt://127.0.0.1:1", "--store", str(tmp_path / "d.db")], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(tmp_path / "site")})
+    assert out.returncode == 1, out.stdout + out.stderr
+    failed = [line for line in out.stderr.splitlines() if line.startswith("edge-agent demo FAILED:")]
+    assert failed == ["edge-agent demo FAILED: the vision role 'north-cam' stopped: it failed 6 times in 60 s (last: "
+                      "ModuleNotFoundError: No module named 'scipy') — the Python package 'scipy' is not installed; "
+                      "it comes with the 'vision' extra: pip install -e '.[vision]'"], out.stderr
+    assert "done:" not in out.stdout
+
+
+def test_run_exits_non_zero_naming_the_role_that_gave_up(tmp_path: Path) -> None:
+    """A gate whose turnstile adapter is not plugged in: the role fails to start, is restarted within its budget,
+    then the agent exits 1 for the service manager, saying which role and why."""
+    key = base64.b64encode(bytes(range(32))).decode()
+    cfg = tmp_path / "gate.toml"
+    cfg.write_text(f'[device]\nid = "gate-01"\nsite = "westlake"\n[store]\npath = "{tmp_path / "o.db"}"\n'
+                   '[mqtt]\nurl = "mqtt://127.0.0.1:1"\n[[producers]]\ntype = "gate"\nname = "north"\n'
+                   f'venue = "westlake"\npublic_key = "{key}"\ncapacity = 10\nstate_dir = "{tmp_path / "g"}"\n'
+                   f'[[producers.lanes]]\nname = "a"\nturnstile = "{tmp_path / "ttyUSB-unplugged"}"\n')
+    t0 = time.monotonic()
+    out = run_cli("run", "--config", str(cfg), "--duration", "60", timeout=90)
+    assert out.returncode == 1 and time.monotonic() - t0 < 45, out.stderr[-2000:]
+    gave_up = [line for line in out.stderr.splitlines() if "giving up, exiting" in line]
+    assert len(gave_up) == 1 and "the gate role 'north' stopped: it failed 6 times in 60 s" in gave_up[0]
+    assert "could not open port" in gave_up[0] and "ttyUSB-unplugged" in gave_up[0], gave_up
 
 
 def test_status_and_doctor(tmp_path: Path, broker: Broker) -> None:
