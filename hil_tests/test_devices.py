@@ -10,7 +10,7 @@ import serial
 
 from edge_agent.drivers import DeviceTimeout, display, idreader
 from edge_agent.drivers import turnstile as ts
-from edge_agent.gate.controller import TurnstileDriver
+from edge_agent.drivers.turnstile import TurnstileDriver
 
 
 def _port(settings: dict[str, Any], baud: int) -> serial.Serial:
@@ -21,7 +21,7 @@ def _port(settings: dict[str, Any], baud: int) -> serial.Serial:
 def test_turnstile_answers_status_and_open(device: tuple[dict[str, Any], Any]) -> None:
     settings, sim = device
     events: list[ts.Frame] = []
-    drv = TurnstileDriver(_port(settings, 9600), settings.get("addr", 1), events.append)
+    drv = TurnstileDriver(_port(settings, 9600), settings.get("addr", 1), events.append).start()
     try:
         drv.port.write(ts.Frame(drv.addr, ts.STATUS, b"").encode())
         deadline = time.monotonic() + 2
@@ -81,13 +81,13 @@ def test_modbus_sensor_reads(device: tuple[dict[str, Any], Any]) -> None:
 @pytest.mark.contact
 def test_contact_turnstile_pulses_the_relay_and_sees_the_pass(device: tuple[dict[str, Any], Any]) -> None:
     from edge_agent.drivers.gpio import open_line
-    from edge_agent.gate.controller import DryContactTurnstile
+    from edge_agent.drivers.turnstile import DryContactTurnstile
 
     settings, sim = device
     passed: list[ts.Frame] = []
     relay = open_line(settings["relay"], True, settings.get("relay_active_low", False))
     sensor = open_line(settings["sensor"], False, settings.get("sensor_active_low", True))
-    gate = DryContactTurnstile(relay, sensor, passed.append, pulse_s=settings.get("pulse_s", 0.2))
+    gate = DryContactTurnstile(relay, sensor, passed.append, pulse_s=settings.get("pulse_s", 0.2)).start()
     try:
         gate.open(ts.IN, 1)
         deadline = time.monotonic() + 5

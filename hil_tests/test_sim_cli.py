@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from edge_agent.drivers import turnstile as ts
-from edge_agent.gate.controller import TurnstileDriver
+from edge_agent.drivers.turnstile import TurnstileDriver
 from edge_agent.registry import AgentConfig
 
 
@@ -45,7 +45,7 @@ def test_sim_cli_prints_working_ports_and_a_valid_config() -> None:
         scanner.close()
 
         events: list[ts.Frame] = []
-        drv = TurnstileDriver(serial.Serial(ports["turnstile"], 9600, timeout=0.05), 1, events.append)
+        drv = TurnstileDriver(serial.Serial(ports["turnstile"], 9600, timeout=0.05), 1, events.append).start()
         drv.open(ts.IN, 1, timeout=2)
         deadline = time.monotonic() + 5
         while not any(e.cmd == ts.PASSED for e in events) and time.monotonic() < deadline:

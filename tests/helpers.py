@@ -203,3 +203,30 @@ class Listener:
     def close(self) -> None:
         self.c.loop_stop()
         self.c.disconnect()
+
+
+class GateLane:
+    """One gate lane on a real passback database, wired as the gate role wires it: the ticket rules and the lane
+    share the site, each confirmed pass is ticked into it under the lock and persisted (records in `records`)."""
+
+    def __init__(self, db: Path, key: Any, now: Callable[[], Any], *, limit: int = 10, pass_timeout_s: float = 10,
+                 mono: Callable[[], float] = time.monotonic) -> None:
+        import threading
+
+        from edge_agent.gate.controller import GateController
+        from edge_agent.gate.passback import UsedTickets
+        from edge_agent.gate.role import Ledger
+        from edge_agent.gate.site import Site
+        from edge_agent.gate.tickets import Capacity, Validator
+
+        self.records: list[tuple[str, dict[str, Any]]] = []
+        self.used = UsedTickets(db)
+        self.site = Site("site", Capacity(limit), now().date().isoformat())
+        lock = threading.RLock()
+        self.validator = Validator("westlake", key, self.used, self.site, now, lock=lock)
+        self.ledger = Ledger(self.site, self.used, lock, now, lambda e: self.records.append((type(e).__name__, {})))
+        self.gate = GateController("g1", self.validator, lambda k, b: self.records.append((k, b)),
+                                   lambda p: self.ledger.feed([p]), pass_timeout_s, mono)
+
+    def kinds(self) -> list[str]:
+        return [k for k, _ in self.records]

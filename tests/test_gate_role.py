@@ -21,12 +21,12 @@ from edge_agent.app import Agent
 from edge_agent.core.clock import ManualClock
 from edge_agent.core.ports import Context
 from edge_agent.drivers import idreader
+from edge_agent.drivers.turnstile import DryContactTurnstile
 from edge_agent.gate import idnumber
 from edge_agent.gate.config import GateRoleConfig
-from edge_agent.gate.controller import GateController
 from edge_agent.gate.passback import UsedTickets
 from edge_agent.gate.role import GateRole
-from edge_agent.gate.tickets import Capacity, Ticket, Validator, sign
+from edge_agent.gate.tickets import Ticket, sign
 from edge_agent.records import DataClass
 from edge_agent.registry import AgentConfig
 from edge_agent.sim.display import DisplaySim
@@ -38,7 +38,7 @@ from edge_agent.store import Outbox
 from edge_agent.sync.uplink import Link
 from hub.db import SqliteBackend
 from hub.ingest import HubWorker
-from tests.helpers import Broker, Listener, hub_records, outbox_records, wait_for
+from tests.helpers import Broker, GateLane, Listener, hub_records, outbox_records, wait_for
 
 TZ = ZoneInfo("Asia/Shanghai")
 KEY = Ed25519PrivateKey.generate()
@@ -179,25 +179,29 @@ def test_thousand_tickets_through_two_gates_reach_the_hub_once(tmp_path: Path, b
     assert len(sims["a"][1].opens) + len(sims["b"][1].opens) == capacity
 
 
-def _validator(tmp_path: Path, limit: int = 10) -> tuple[Validator, UsedTickets]:
-    used = UsedTickets(tmp_path / "gate.db")
-    return Validator("westlake", KEY.public_key(), used, Capacity(limit), lambda: dt.datetime.now(TZ)), used
-
-
 def test_dry_contact_fallback_counts_a_pass_only_on_the_sensor(tmp_path: Path) -> None:
-    v, used = _validator(tmp_path)
-    out: list[tuple[str, dict[str, Any]]] = []
-    g = GateController("c", v, used, lambda k, b: out.append((k, b)), pass_timeout_s=0.3)
+    clock = ManualClock()
+    lane = GateLane(tmp_path / "gate.db", KEY.public_key(), lambda: dt.datetime.now(TZ), pass_timeout_s=0.3,
+                    mono=clock.monotonic)
+    g = lane.gate
     walks = ContactTurnstileSim()
-    g.attach_contacts(walks.relay, walks.sensor, pulse_s=0.01)
-    assert g.on_scan(qr("P1", party=2)).ok
-    wait_for(lambda: [k for k, _ in out].count("gate.pass") == 2, 5, "both of the party through")
-    assert walks.relay.pulses == 2 and used.used("P1") and v.capacity.inside == 2
-    nobody = ContactTurnstileSim(walk=False)  # relay pulses, nobody walks through
-    g.attach_contacts(nobody.relay, nobody.sensor, pulse_s=0.01)
-    assert g.on_scan(qr("P2")).ok
-    wait_for(lambda: (g.expire(), [k for k, _ in out].count("gate.not_passed") == 1)[1], 5, "release")
-    assert not used.used("P2") and v.capacity.inside == 2 and g.on_scan(qr("P2")).ok  # may be scanned again
+    drivers = [DryContactTurnstile(walks.relay, walks.sensor, g.on_turnstile, pulse_s=0.01).start()]
+    g.attach(drivers[0])
+    try:
+        assert g.on_scan(qr("P1", party=2)).ok
+        wait_for(lambda: lane.kinds().count("gate.pass") == 2, 5, "both of the party through")
+        assert walks.relay.pulses == 2 and lane.used.used("P1") and lane.site.capacity.inside == 2
+        nobody = ContactTurnstileSim(walk=False)  # relay pulses, nobody walks through
+        drivers.append(DryContactTurnstile(nobody.relay, nobody.sensor, g.on_turnstile, pulse_s=0.01).start())
+        g.attach(drivers[1])
+        assert g.on_scan(qr("P2")).ok
+        clock.advance(0.31)
+        g.expire()
+        assert lane.kinds().count("gate.not_passed") == 1
+        assert not lane.used.used("P2") and lane.site.capacity.inside == 2 and g.on_scan(qr("P2")).ok  # again
+    finally:
+        for d in drivers:
+            d.close()
 
 
 def test_a_lane_with_a_dry_contact_turnstile_from_config(tmp_path: Path) -> None:
@@ -271,7 +275,7 @@ def test_qr_decoder_reads_tilted_blurred_codes_in_a_camera_frame() -> None:
     import cv2
     import numpy as np
 
-    from edge_agent.gate.role import qr_decoder
+    from edge_agent.gate.readers import qr_decoder
 
     rng = np.random.default_rng(7)
     enc, decode, read = cv2.QRCodeEncoder.create(), qr_decoder(), 0
