@@ -53,6 +53,19 @@ class Context:
     clock: Clock = SYSTEM
 
 
+@dataclass(frozen=True)
+class Emit:
+    """A record a role's pure core decided on; the role's shell puts it into the sink."""
+
+    cls: DataClass
+    kind: str
+    body: dict[str, Any]
+    key: str | None = None
+
+    def put(self, sink: Sink) -> PutResult:
+        return sink.put(self.cls, self.kind, self.body, key=self.key)
+
+
 class Producer(Protocol):
     """A role (gate, toilet, camera, sensor nodes, ...) as the agent runs it."""
 
