@@ -230,3 +230,30 @@ class GateLane:
 
     def kinds(self) -> list[str]:
         return [k for k, _ in self.records]
+
+
+class Heard:
+    """Collects what a callback hears (driver events, frames) and lets a test wait for a match, woken by the
+    callback itself instead of polling."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.items: list[Any] = []
+        self._cond = threading.Condition()
+
+    def __call__(self, item: Any) -> None:
+        with self._cond:
+            self.items.append(item)
+            self._cond.notify_all()
+
+    def wait(self, pred: Callable[[Any], bool], timeout: float) -> bool:
+        """True once an item matching pred has been heard (within timeout)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: any(pred(i) for i in self.items), timeout)
+
+
+def wait_growth(count: Callable[[], int], by: int, timeout: float, what: str) -> int:
+    """Wait until count() has grown by `by` from now (records produced, passes at the hub); returns the count."""
+    start = count()
+    return int(wait_for(lambda: (n := count()) >= start + by and n, timeout, what))

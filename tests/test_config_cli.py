@@ -23,7 +23,7 @@ from edge_agent.core.backoff import Backoff, TokenBucket
 from edge_agent.registry import AgentConfig, load_config
 from edge_agent.runtime.supervisor import Supervisor
 from hub.db import explain_gaps, subtract
-from tests.helpers import Broker
+from tests.helpers import Broker, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -202,12 +202,8 @@ def test_status_and_doctor(tmp_path: Path, broker: Broker) -> None:
     live = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--config", str(cfg), "--duration", "20"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 15
-        state = None
-        while time.monotonic() < deadline and state != "running":
-            time.sleep(0.5)
-            state = json.loads(run_cli("status", "--config", str(cfg), "--json").stdout)["agent"]
-        assert state == "running"
+        wait_for(lambda: json.loads(run_cli("status", "--config", str(cfg), "--json").stdout)["agent"] == "running",
+                 15, "status to see the agent running")
     finally:
         live.terminate()
         live.wait(30)
