@@ -31,7 +31,7 @@ from edge_agent.records import DataClass
 from edge_agent.registry import AgentConfig
 from edge_agent.sim.display import DisplaySim
 from edge_agent.sim.gpio import ContactTurnstileSim
-from edge_agent.sim.idreader import IdReaderSim
+from edge_agent.sim.idreader import Card, IdReaderSim
 from edge_agent.sim.scanner import ScannerSim
 from edge_agent.sim.turnstile import TurnstileSim
 from edge_agent.store import Outbox
@@ -64,8 +64,8 @@ def id_number(seed: int) -> str:
     return first + idnumber.check_digit(first)
 
 
-def card(number: str) -> idreader.IdCard:
-    return idreader.IdCard("测试", "1", "01", "19900101", "杭州市西湖区", number, "公安局", "20200101", "20400101")
+def card(number: str) -> Card:
+    return Card("测试", "1", "01", "19900101", "杭州市西湖区", number, "公安局", "20200101", "20400101")
 
 
 @pytest.mark.broker

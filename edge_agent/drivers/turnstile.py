@@ -1,4 +1,5 @@
-"""Turnstile controller protocol (RS-485), defined by this project — see docs/turnstile-protocol.md.
+"""Turnstile controller protocol (RS-485), defined by this project — see docs/turnstile-protocol.md (its worked
+example is pinned in tests/test_protocols.py).
 
 Frame: 0x55 0xAA | ADDR | CMD | LEN | PAYLOAD (LEN bytes) | CRC16/MODBUS of ADDR..PAYLOAD, little-endian.
 Host → controller: OPEN (dir, persons), STATUS, RESET_ALARM. Controller → host: ACK (echoes the command

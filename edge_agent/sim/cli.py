@@ -61,9 +61,9 @@ def snippet(sims: dict[str, Any]) -> str:
 
 
 def demo_card(number: str) -> Any:
-    from edge_agent.drivers import idreader
+    from edge_agent.sim.idreader import Card
 
-    return idreader.IdCard("演示", "1", "01", "19900101", "演示地址", number, "演示机关", "20200101", "20400101")
+    return Card("演示", "1", "01", "19900101", "演示地址", number, "演示机关", "20200101", "20400101")
 
 
 def command(sims: dict[str, Any], line: str) -> str:
