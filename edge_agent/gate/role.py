@@ -115,6 +115,9 @@ class GateRole:
         c, sink, clock = self.cfg, self.ctx.sink, self.ctx.clock
         closers: list[Callable[[], Any]] = []  # undone in reverse, whatever was opened when run() ends
         threads: list[threading.Thread] = []
+        # The readers stop with the role, whichever way run() ends; `stop` itself is the supervisor's (setting it
+        # here would tell the supervisor the role was stopped on purpose, not that it failed).
+        readers_stop = threading.Event()
         used = UsedTickets(Path(c.state_dir) / "gate.db")
         closers.append(used.close)
         try:
@@ -132,7 +135,7 @@ class GateRole:
                                     clock.monotonic) for lane in c.lanes]
             for g, lane in zip(gates, c.lanes, strict=True):
                 closers += self._attach_turnstile(g, lane)
-                threads += self._readers(g, lane, stop, record)
+                threads += self._readers(g, lane, readers_stop, record)
             for t in threads:
                 t.start()
             while not stop.is_set():
@@ -142,7 +145,7 @@ class GateRole:
                 self._show()
                 stop.wait(0.2)
         finally:
-            stop.set()
+            readers_stop.set()
             for t in threads:
                 t.join(2)
             for close in reversed(closers):
