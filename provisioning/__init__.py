@@ -17,6 +17,7 @@ Exceptions (all subclasses of ProvisioningError, each message says what to do ne
 - ClaimRefused: the hub's claim service said no (`reason`: unknown, used, expired, bad_csr, busy).
 - BundleError: an offline (USB) bundle that is missing, for another device, or does not verify.
 - StepFailed: a provisioning or self-test step failed (`step`, `hint`).
+Not a failure: Pending (offline provisioning wrote its request to the stick and waits for the signature).
 """
 
 from __future__ import annotations
@@ -52,3 +53,7 @@ class StepFailed(ProvisioningError):
     def __init__(self, step: str, message: str, hint: str) -> None:
         super().__init__(f"{step}: {message}")
         self.step, self.hint = step, hint
+
+
+class Pending(ProvisioningError):
+    """Offline: the request is on the USB stick, waiting for the laptop's signature."""

@@ -86,7 +86,8 @@ class CertificateAuthority:
         except PkiError as err:
             raise CAError(f"{self.dir}: damaged CA files: {err}") from err
         self.cert = self.chain[0]
-        self.db = sqlite3.connect(self.dir / "index.db", isolation_level=None, timeout=30)
+        # One user at a time, but not always the thread that opened it (the claim service's worker).
+        self.db = sqlite3.connect(self.dir / "index.db", isolation_level=None, timeout=30, check_same_thread=False)
         self.db.execute("PRAGMA synchronous=FULL")
         migrate(self.db, CA_MIGRATIONS)
         self.site = self._meta("site") or None
