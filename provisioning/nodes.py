@@ -23,6 +23,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.serialization import Encoding
+
 from provisioning import pki
 from provisioning.ca import CertificateAuthority
 
@@ -90,6 +92,8 @@ def write_nodes(out: Path, nodes: list[str], host: str, *, agent_port: int = 188
         _local_tls(out, host)
     for n, pw in sorted(known.items()):
         frag = {"node_id": n, "mqtt_pass": pw, "broker": host, "port": node_port, "tls": tls}
+        if tls:
+            frag["ca"] = "ca.der"
         pki.write_secret(node_dir / f"{n}.json", json.dumps(frag, indent=1).encode())
     entries = [f"{AGENT}:{password_hash(agent_pw)}"] + [f"{n}:{password_hash(pw)}" for n, pw in sorted(known.items())]
     pki.write_secret(out / "passwd", ("\n".join(entries) + "\n").encode())
@@ -111,6 +115,7 @@ def _local_tls(out: Path, host: str) -> None:
         pki.write_secret(out / "server.key", pki.key_pem(key))
         pki.write_file(out / "server.pem", pki.cert_pem(cert), 0o644)
         pki.write_file(out / "ca.pem", pki.cert_pem(ca.cert), 0o644)
+        pki.write_file(out / "ca.der", ca.cert.public_bytes(Encoding.DER), 0o644)  # what the nodes load
     finally:
         ca.close()
 
