@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,8 +97,7 @@ def _json(payload: bytes, reason: str) -> dict[str, Any]:
 
 def request_certificate(url: str, ca: Path, req: ClaimRequest, timeout_s: float = 30.0) -> ClaimAnswer:
     """Send the claim to the claim broker at `url` (mqtts://host:port) and wait for the answer."""
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
+    from provisioning.mqttcall import ask
 
     parts = urlsplit(url)
     if parts.scheme != "mqtts" or not parts.hostname:
@@ -107,41 +105,11 @@ def request_certificate(url: str, ca: Path, req: ClaimRequest, timeout_s: float 
                          "use the claim broker's address, e.g. mqtts://hub.example:8884")
     cid = f"claim-{secrets.token_hex(8)}"
     topic = f"{CLAIM_PREFIX}/{cid}"
-    got: dict[str, Any] = {}
-    done = threading.Event()
-
-    def on_connect(c: mqtt.Client, u: Any, f: Any, rc: Any, p: Any) -> None:
-        if rc.is_failure:
-            got["error"] = f"broker refused: {rc}"
-            done.set()
-        else:
-            c.subscribe(f"{topic}/resp", qos=1)
-
-    def on_subscribe(c: mqtt.Client, u: Any, mid: int, rcs: Any, p: Any) -> None:
-        c.publish(f"{topic}/req", encode_request(req), qos=1)
-
-    def on_message(c: mqtt.Client, u: Any, m: mqtt.MQTTMessage) -> None:
-        got["answer"] = bytes(m.payload)
-        done.set()
-
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv5, reconnect_on_failure=False)
-    c.tls_set(ca_certs=str(ca))
-    c.on_connect, c.on_subscribe, c.on_message = on_connect, on_subscribe, on_message
-    try:
-        c.connect(parts.hostname, parts.port or 8884, keepalive=30)
-    except OSError as err:
-        raise StepFailed("claim", f"cannot reach the claim broker at {url}: {err}",
-                         "check the network and the address; is the hub's claim broker running? "
-                         "A certificate error means the CA file is not the city CA.") from err
-    c.loop_start()
-    try:
-        if not done.wait(timeout_s):
-            raise StepFailed("claim", f"no answer from the claim service in {timeout_s:.0f} s",
-                             "the claim broker answered but the hub's claim service did not: ask the hub "
-                             "operator to check `venue-provision hub serve`")
-    finally:
-        c.loop_stop()
-        c.disconnect()
-    if "error" in got:
-        raise StepFailed("claim", got["error"], "check the claim broker's address and the city CA file")
-    return decode_answer(got["answer"])
+    answer = ask(parts.hostname, parts.port or 8884, cid, (ca, None, None), f"{topic}/resp", f"{topic}/req",
+                 encode_request(req), lambda payload: True, timeout_s, "claim", {
+                     "unreachable": "check the network and the address; is the hub's claim broker running? "
+                                    "A certificate error means the CA file is not the city CA.",
+                     "refused": "check the claim broker's address and the city CA file",
+                     "no answer": "the claim broker answered but the hub's claim service did not: ask the hub "
+                                  "operator to check `venue-provision hub serve`"})
+    return decode_answer(answer)
