@@ -87,8 +87,8 @@ class KeyCardDispenser:
                 unit.move(TO_BIN)
             if st.stacker == "empty":
                 raise DeviceFault("hopper_empty", "no cards in the stacker")
-            unit.move(TO_RF)
             try:
+                unit.move(TO_RF)
                 uid = unit.activate()
                 unit.verify_key(self.sector, self.mifare_key)
                 data = kc.encode(grant, uid, self.key)

@@ -124,7 +124,7 @@ class Parser:
         if i < 0:
             self.buf.clear()
         else:
-            resync(self.buf, self.buf[i:i + 1])
+            resync(self.buf, bytes(self.buf[i:i + 1]))
 
 
 class Crt591:

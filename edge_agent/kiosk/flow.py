@@ -1,7 +1,7 @@
 """The check-in / check-out state machine: pure (no I/O), time passed in by the caller.
 
 Check-in:  booking → id_card → face → room → deposit → key_card → receipt → done
-Check-out: card → bill → settle → receipt → done
+Check-out: card → bill (settled from the deposit) → receipt → done
 Any step may end in `staff` (a failure: reason, and what was done to compensate). Guarantees enforced
 here, whatever the caller does: the key card step refuses to run until the deposit is held (or none is
 due); a deposit held when the session fails or is abandoned before a card was issued is reported by
@@ -27,14 +27,13 @@ class Step(str, enum.Enum):
     KEY_CARD = "key_card"
     CARD = "card"
     BILL = "bill"
-    SETTLE = "settle"
     RECEIPT = "receipt"
     DONE = "done"
     STAFF = "staff"
 
 
 CHECKIN = (Step.BOOKING, Step.ID_CARD, Step.FACE, Step.ROOM, Step.DEPOSIT, Step.KEY_CARD, Step.RECEIPT, Step.DONE)
-CHECKOUT = (Step.CARD, Step.BILL, Step.SETTLE, Step.RECEIPT, Step.DONE)
+CHECKOUT = (Step.CARD, Step.BILL, Step.RECEIPT, Step.DONE)
 FINAL = (Step.DONE, Step.STAFF)
 
 

@@ -14,7 +14,7 @@ GUEST_MIGRATIONS: list[Migration] = [(
     "0001_guests", [
         "CREATE TABLE guests (stay INTEGER PRIMARY KEY, room TEXT NOT NULL, name TEXT NOT NULL,"
         " id_number TEXT NOT NULL, nationality TEXT NOT NULL, checked_in_at REAL NOT NULL,"
-        " departure TEXT NOT NULL, checked_out_at REAL)",
+        " departure TEXT NOT NULL, checked_out_at REAL, auth_id TEXT, deposit_cents INTEGER NOT NULL DEFAULT 0)",
     ])]
 
 
@@ -30,11 +30,17 @@ class GuestStore:
         migrate(self.conn, GUEST_MIGRATIONS)
 
     def add(self, stay: int, room: str, name: str, id_number: str, nationality: str, at: float,
-            departure: str) -> None:
+            departure: str, auth_id: str | None = None, deposit_cents: int = 0) -> None:
         enc = self.vault.encrypt(id_number, context=str(stay).encode())
         with self.lock:
-            self.conn.execute("INSERT OR REPLACE INTO guests VALUES (?,?,?,?,?,?,?,NULL)",
-                              (stay, room, name, enc, nationality, at, departure))
+            self.conn.execute("INSERT OR REPLACE INTO guests VALUES (?,?,?,?,?,?,?,NULL,?,?)",
+                              (stay, room, name, enc, nationality, at, departure, auth_id, deposit_cents))
+
+    def deposit(self, stay: int) -> tuple[str | None, int]:
+        """The deposit held for a stay: (pre-authorisation id, cents); (None, 0) when none."""
+        with self.lock:
+            row = self.conn.execute("SELECT auth_id, deposit_cents FROM guests WHERE stay = ?", (stay,)).fetchone()
+        return (row[0], int(row[1])) if row else (None, 0)
 
     def checked_out(self, stay: int, at: float) -> None:
         with self.lock:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import urllib.error
 import urllib.request
 from typing import Any
@@ -52,10 +51,10 @@ class HttpPayment:
             if err.code >= 500:
                 raise PaymentUnknown(f"provider error {err.code}: {detail}") from err
             raise PaymentDeclined(f"request refused ({err.code}): {detail}") from err
-        except (TimeoutError, socket.timeout) as err:
+        except TimeoutError as err:
             raise PaymentUnknown(f"no answer within {self.timeout:g} s") from err
         except urllib.error.URLError as err:
-            if isinstance(err.reason, (TimeoutError, socket.timeout)):
+            if isinstance(err.reason, TimeoutError):
                 raise PaymentUnknown(f"no answer within {self.timeout:g} s") from err
             raise DeviceUnavailable(f"payment provider unreachable: {err.reason}") from err
         except (OSError, ValueError) as err:

@@ -27,7 +27,7 @@ def make_escpos(cfg: Any) -> Callable[[], Any]:
     from escpos import printer
 
     if cfg.kind == "serial":
-        return lambda: printer.Serial(devfile=cfg.port, baudrate=cfg.baud, timeout=0.5, dsrdtr=False)
+        return lambda: printer.Serial(devfile=cfg.port, baudrate=cfg.baud, timeout=0.2, dsrdtr=False)
     if cfg.kind == "network":
         return lambda: printer.Network(cfg.host, port=cfg.tcp_port, timeout=5)
     if cfg.kind == "usb":
@@ -60,6 +60,10 @@ class EscposPrinter:
                 pass
             self.device = None
 
+    def close(self) -> None:
+        with self.lock:
+            self._drop()
+
     def _check(self, p: Any) -> str:
         from escpos.constants import RT_STATUS_ONLINE
 
@@ -78,7 +82,10 @@ class EscposPrinter:
                 return self._check(self._printer())
             except DeviceFault as err:
                 return err.code
-            except (DeviceUnavailable, *_library_errors()):
+            except DeviceUnavailable:
+                self._drop()
+                return "unavailable"
+            except _library_errors():
                 self._drop()
                 return "unavailable"
 
