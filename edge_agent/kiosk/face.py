@@ -71,6 +71,8 @@ class FaceMatcher:
     def __init__(self, model_dir: Path | None = None, threshold: float = 0.363, turn: float = 0.12) -> None:
         import cv2
 
+        # OpenCV 5 warns on every net that targets are unsupported by its new engine: noise for support staff
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
         folder = Path(model_dir or MODEL_DIR)
         try:
             manifest = json.loads((folder / "manifest.json").read_text())
