@@ -64,10 +64,13 @@ def _keyring_key(name: str) -> bytes:
         import keyring
     except ImportError as err:
         raise KeyFileError("key_source = 'keyring' needs the keyring package (pip install keyring)") from err
-    text = keyring.get_password(KEYRING_SERVICE, name)
-    if text is None:
-        text = base64.b64encode(os.urandom(32)).decode()
-        keyring.set_password(KEYRING_SERVICE, name, text)
+    try:
+        text = keyring.get_password(KEYRING_SERVICE, name)
+        if text is None:
+            text = base64.b64encode(os.urandom(32)).decode()
+            keyring.set_password(KEYRING_SERVICE, name, text)
+    except Exception as err:  # noqa: BLE001 - keyring backends raise their own types (no backend, locked)
+        raise KeyFileError(f"OS keyring: {err}") from err
     key = base64.b64decode(text)
     if len(key) != 32:
         raise KeyFileError("the keyring entry is not a 32-byte key")
