@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from edge_agent.kiosk.demo import CONFIRMATION, Rig
+from edge_agent.kiosk.demo import CONFIRMATION, Rig, serve
 from edge_agent.kiosk.role import KioskRole
 from edge_agent.records import DataClass
 from edge_agent.store import Outbox, StorePolicy
@@ -102,23 +101,20 @@ def test_schemathesis_finds_no_server_error(role: tuple[Rig, KioskRole, Outbox, 
 def role(tmp_path: Path) -> Iterator[tuple[Rig, KioskRole, Outbox, str]]:
     rig = Rig(tmp_path / "kiosk", payment_timeout_s=0.5)
     outbox = Outbox(tmp_path / "outbox.db", StorePolicy())
-    r = KioskRole(rig.cfg, boot=1, devices=rig.devices)
-    stop = threading.Event()
-    worker = threading.Thread(target=r.run, args=(outbox, stop), daemon=True)
-    worker.start()
-    assert r.ready.wait(20), "kiosk web server did not start"
-    yield rig, r, outbox, r.url
-    stop.set()
-    worker.join(15)
+    with serve(rig, outbox) as r:
+        yield rig, r, outbox, r.url
     outbox.close()
     rig.close()
 
 
 def image_files(*roots: Path, since: float) -> list[str]:
+    """Image files (by their first bytes) changed since `since` under the roots. Other people's pytest runs
+    on this shared machine write into their own pytest-of-* folders: those are skipped, ours is a root."""
     magic = (b"\xff\xd8\xff", b"\x89PNG", b"BM", b"GIF8", b"RIFF")
     found = []
     for root in roots:
-        for dirpath, _, files in os.walk(root):
+        for dirpath, dirs, files in os.walk(root):
+            dirs[:] = [d for d in dirs if not d.startswith("pytest-of-")]
             for name in files:
                 p = Path(dirpath) / name
                 try:

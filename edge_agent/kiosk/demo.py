@@ -4,8 +4,10 @@ rooms and today's bookings, a hub key pair. Used by the tests, the bench and `ed
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -17,7 +19,7 @@ from edge_agent.gate.idnumber import check_digit
 from edge_agent.kiosk import sim
 from edge_agent.kiosk.config import KioskConfig
 from edge_agent.kiosk.privacy import load_key
-from edge_agent.kiosk.role import build_devices, build_service
+from edge_agent.kiosk.role import KioskRole, build_devices, build_service
 from edge_agent.kiosk.service import KioskService
 from hil_tests.simulators.idreader import IdReaderSim
 
@@ -85,3 +87,19 @@ class Rig:
         for s in (self.dispenser, self.printer, self.idreader):
             s.close()
         self.payment.close()
+
+
+@contextmanager
+def serve(rig: Rig, sink: Any) -> Iterator[KioskRole]:
+    """The kiosk role on the rig's devices, serving its UI on a free loopback port (role.url) until exit."""
+    role = KioskRole(rig.cfg, boot=1, devices=rig.devices)
+    stop = threading.Event()
+    worker = threading.Thread(target=role.run, args=(sink, stop), name="kiosk-role", daemon=True)
+    worker.start()
+    try:
+        if not role.ready.wait(20):
+            raise RuntimeError("the kiosk web server did not start")
+        yield role
+    finally:
+        stop.set()
+        worker.join(15)
