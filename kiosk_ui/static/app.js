@@ -66,6 +66,7 @@ function show(name) {
   $("cancel").hidden = !S.session || ["done", "staff"].includes(name);
   $("progress-nav").hidden = !S.session;
   document.body.dataset.screen = name;
+  document.body.dataset.session = S.session ? S.session.id : "";
 }
 
 function progress() {
