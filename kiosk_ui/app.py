@@ -27,6 +27,40 @@ CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src '
        "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
 
 
+SECURITY_HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),
+                    (b"cache-control", b"no-store")]
+
+
+class Limits:
+    """Plain ASGI middleware (no per-request task like BaseHTTPMiddleware): refuses bodies over MAX_BODY
+    (413) or of unknown length (411) before the app reads them, and adds the security headers."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        problem = None
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+            problem = 413, f"request body over {MAX_BODY} bytes"
+        elif length is None and b"chunked" in headers.get(b"transfer-encoding", b""):
+            problem = 411, "request bodies need a Content-Length"
+        if problem:
+            await JSONResponse({"detail": problem[1]}, status_code=problem[0])(scope, receive, send)
+            return
+
+        async def with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
 def create_app(service: KioskService, *, idle_s: float | None = None) -> FastAPI:
     app = FastAPI(title="Hotel self-check-in kiosk", version="1.0",
                   description="Check-in: booking → ID card → face check → room → deposit → key card → receipt. "
@@ -36,19 +70,7 @@ def create_app(service: KioskService, *, idle_s: float | None = None) -> FastAPI
     for module in (sessions, checkin, checkout, receipts, i18n, health):
         app.include_router(module.router)
 
-    @app.middleware("http")
-    async def limits(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            return JSONResponse({"detail": f"request body over {MAX_BODY} bytes"}, status_code=413)
-        if request.method in ("POST", "PUT") and length is None and "chunked" in request.headers.get(
-                "transfer-encoding", ""):
-            return JSONResponse({"detail": "chunked request bodies are not accepted"}, status_code=411)
-        response = await call_next(request)
-        response.headers["Content-Security-Policy"] = CSP
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Cache-Control"] = "no-store"
-        return response
+    app.add_middleware(Limits)
 
     @app.exception_handler(NotFound)
     async def not_found(request: Request, err: NotFound) -> JSONResponse:

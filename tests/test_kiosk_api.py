@@ -186,3 +186,41 @@ def test_kiosk_example_config_validates_and_builds() -> None:
     assert cfg.device.role == "kiosk" and len(kiosk) == 1 and kiosk[0].host == "127.0.0.1"
     assert producers.build(kiosk[0], 1).name == kiosk[0].name
     assert json.loads(kiosk[0].model_dump_json())["printer"]["kind"] == "serial"
+
+
+def test_message_catalogs_are_complete() -> None:
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    catalogs = {lang: json.loads((root / "kiosk_ui" / "static" / "i18n" / f"{lang}.json").read_text("utf-8"))
+                for lang in ("zh-CN", "en")}
+    assert set(catalogs["zh-CN"]) == set(catalogs["en"]), set(catalogs["zh-CN"]) ^ set(catalogs["en"])
+    assert all(v.strip() for cat in catalogs.values() for v in cat.values())
+    static = root / "kiosk_ui" / "static"
+    used = set(re.findall(r'data-i18n="([^"]+)"', (static / "index.html").read_text()))
+    used |= set(re.findall(r'\bt\("([a-z_]+\.[a-z_]+)"[,)]', (static / "app.js").read_text()))
+    # codes the service can put on a screen: failure reasons, compensations, retry messages, notices, steps
+    source = "".join(p.read_text() for p in (root / "edge_agent" / "kiosk").glob("*.py"))
+    used |= {f"reason.{c}" for c in re.findall(r'_fail\(s, "([a-z_]+)"', source)}
+    used |= {f"reason.{c}" for c in re.findall(r'DeviceFault\("([a-z_]+)"', source)}
+    reason_fn = (root / "edge_agent" / "kiosk" / "service.py").read_text().split("def _reason")[1].split("\ndef ")[0]
+    used |= {f"reason.{c}" for c in re.findall(r'return "([a-z_]+)"', reason_fn)}
+    used |= {f"message.{c}" for c in ("face_no_match", "turn_head", "face_not_seen")}
+    used |= {f"compensation.{c}" for c in re.findall(r'return "(deposit_voided|void_pending)"', source)}
+    used |= {"notice.receipt_failed"} | {f"steps.{s}" for s in ("booking", "id_card", "face", "room", "deposit",
+                                                                  "key_card", "card", "bill", "receipt", "done")}
+    assert len(used) > 80
+    for lang, catalog in catalogs.items():
+        missing = sorted(used - set(catalog))
+        assert not missing, f"{lang} catalog lacks {missing}"
+
+
+def test_every_kiosk_config_field_has_a_description() -> None:
+    from pydantic import BaseModel
+
+    from edge_agent.kiosk import config
+
+    missing = [f"{name}.{f}" for name in dir(config) if isinstance(getattr(config, name), type)
+               and issubclass(getattr(config, name), BaseModel) and getattr(config, name).__module__ == config.__name__
+               for f, info in getattr(config, name).model_fields.items() if not info.description]
+    assert missing == []
