@@ -72,21 +72,13 @@ def create_app(service: KioskService, *, idle_s: float | None = None) -> FastAPI
 
     app.add_middleware(Limits)
 
-    @app.exception_handler(NotFound)
-    async def not_found(request: Request, err: NotFound) -> JSONResponse:
-        return JSONResponse({"detail": str(err)}, status_code=404)
+    def answer(status: int) -> Any:
+        async def handler(request: Request, err: Exception) -> JSONResponse:
+            return JSONResponse({"detail": str(err)}, status_code=status)
+        return handler
 
-    @app.exception_handler(StepError)
-    async def wrong_step(request: Request, err: StepError) -> JSONResponse:
-        return JSONResponse({"detail": str(err)}, status_code=409)
-
-    @app.exception_handler(Busy)
-    async def busy(request: Request, err: Busy) -> JSONResponse:
-        return JSONResponse({"detail": str(err)}, status_code=409)
-
-    @app.exception_handler(ValueError)
-    async def bad_value(request: Request, err: ValueError) -> JSONResponse:
-        return JSONResponse({"detail": str(err)}, status_code=422)
+    for error, status in ((NotFound, 404), (StepError, 409), (Busy, 409), (ValueError, 422)):
+        app.add_exception_handler(error, answer(status))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:

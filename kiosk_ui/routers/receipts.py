@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Path, Request
 
-from kiosk_ui.routers import ERRORS, SID, service
+from kiosk_ui.routers import ERRORS, SID, step
 from kiosk_ui.schemas import ReceiptChoice, SessionView
 
 router = APIRouter(prefix="/api/sessions/{sid}", tags=["receipts"], responses=ERRORS)
 
 
 @router.post("/receipt", response_model=SessionView, summary="Print the receipt (or skip it)")
-def receipt(body: ReceiptChoice, request: Request, sid: str = Path(pattern=SID)) -> dict[str, object]:
-    svc = service(request)
-    return svc.view(svc.act(sid, lambda s: svc.print_receipt(s, body.skip)))
+def receipt(body: ReceiptChoice, request: Request, sid: str = Path(pattern=SID)) -> dict[str, Any]:
+    return step(request, sid, lambda svc, s: svc.print_receipt(s, body.skip))
