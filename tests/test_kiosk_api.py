@@ -224,3 +224,47 @@ def test_every_kiosk_config_field_has_a_description() -> None:
                and issubclass(getattr(config, name), BaseModel) and getattr(config, name).__module__ == config.__name__
                for f, info in getattr(config, name).model_fields.items() if not info.description]
     assert missing == []
+
+
+@pytest.mark.broker
+def test_agent_runs_the_kiosk_and_the_registration_reaches_the_hub(tmp_path: Path, broker: Any) -> None:
+    """`edge-agent run` with a kiosk producer on simulated devices: the UI answers on 127.0.0.1, a check-in
+    through it lands at the hub once as kiosk.registration, and only the hub's key opens the ID number."""
+    from edge_agent.kiosk.privacy import open_sealed
+    from edge_agent.kiosk.simcli import camera_clip, snippet
+    from tests.helpers import agent_proc, free_port, hub_proc, hub_records
+
+    rig = Rig(tmp_path / "kiosk", payment_timeout_s=2)
+    port = free_port()
+    config = snippet(rig, camera_clip(tmp_path)).replace("port = 8080", f"port = {port}")
+    config = config.replace('[store]', f'[mqtt]\nurl = "{broker.url}"\n[sync]\nack_timeout_s = 2\nbackoff_min_s = 0.2\n'
+                            'backoff_max_s = 1\n[store]')
+    (tmp_path / "agent.toml").write_text(config + "\n")
+    hub_db = tmp_path / "hub.db"
+    hub = hub_proc(broker, str(hub_db), tmp_path)
+    agent = agent_proc(tmp_path / "agent.toml", tmp_path)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        def up() -> bool:
+            try:
+                return httpx.get(url + "/api/ui", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, 60, "the kiosk UI under the agent")
+        with httpx.Client(base_url=url, timeout=30) as c:
+            sid = c.post("/api/sessions", json={"kind": "checkin"}).json()["id"]
+            c.post(f"/api/sessions/{sid}/booking", json={"confirmation": CONFIRMATION})
+            rig.place_card()
+            wait_for(lambda: not c.post(f"/api/sessions/{sid}/id-card").json()["waiting"], 20, "the ID card")
+            for step in ("face", "room", "deposit", "key-card"):
+                view = c.post(f"/api/sessions/{sid}/{step}").json()
+            assert view["step"] == "receipt", view
+        got = wait_for(lambda: hub_records(hub_db, "kiosk.registration"), 60, "the registration at the hub")
+        assert len(got) == 1 and got[0]["room"] == "1201"
+        assert open_sealed(got[0]["id_sealed"], rig.hub_key) == rig.guest_id
+        assert rig.guest_id not in (tmp_path / "agent.log").read_text()
+    finally:
+        agent.terminate()
+        hub.terminate()
+        rig.close()

@@ -313,3 +313,22 @@ def test_key_card_grant_is_bound_to_the_card() -> None:
         kc.decode(data, b"\x09\x02\x03\x04", KEY)  # copied onto another card
     with pytest.raises(ValueError):
         kc.decode(data, b"\x01\x02\x03\x04", b"x" * 32)  # another hotel's key
+
+
+def test_sim_kiosk_prints_a_config_and_takes_commands(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = "show\njam\nempty\npaper out\npayment hang\nunplug printer\nidcard\nshow\nbogus\nquit\n"
+    out = subprocess.run([sys.executable, "-m", "edge_agent", "sim", "kiosk", "--seconds", "60"], input=script,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    config = text.split("# agent config using them:\n")[1].split("\ndispenser:")[0]
+    (tmp_path / "kiosk.toml").write_text(config + "\n")
+    check = subprocess.run([sys.executable, "-m", "edge_agent", "validate-config", str(tmp_path / "kiosk.toml")],
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "dispenser: stacker 50, bin 0, channel empty; printer: paper ok" in text
+    assert "dispenser: stacker 0" in text and "paper out" in text and "payment hang" in text
+    assert "printer unplugged" in text and "ID card on the reader" in text and "unknown command: 'bogus'" in text
