@@ -27,6 +27,8 @@ from tests.helpers import outbox_records, wait_for
 
 def test_bad_requests_get_clear_4xx(role: tuple[Rig, KioskRole, Outbox, str]) -> None:
     url = role[3]
+    health = role[1].commands()["kiosk.health"]({})  # the hub's downlink command
+    assert health["dispenser"] == "ok" and health["printer"] == "ok" and health["pms"] == "ok"
     with httpx.Client(base_url=url, timeout=10) as client:
         r = client.post("/api/sessions", content=b"{not json", headers={"Content-Type": "application/json"})
         assert r.status_code == 422 and "JSON" in r.json()["detail"]

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from edge_agent.kiosk.demo import CONFIRMATION, GUEST_NAME, PHONE, Rig
+from edge_agent.kiosk.devices import SerialIdReader
 from edge_agent.kiosk.flow import Deposit, Session, Step, StepError
 from edge_agent.kiosk.privacy import open_sealed
 from edge_agent.kiosk.service import Busy, KioskService
@@ -148,6 +149,7 @@ def test_booking_by_name_phone_and_by_id_card(kiosk: tuple[Rig, KioskService, Ou
     ("photo", "photo_undecodable"), ("declined", "payment_declined"), ("timeout", "payment_timeout"),
     ("jam", "card_jam"), ("empty", "hopper_empty"), ("unplugged", "device_unavailable"),
     ("camera_unplugged", "device_unavailable"), ("no_room", "no_room"),
+    ("reader_unplugged", "id_reader_unavailable"), ("payment_gone", "payment_unavailable"),
 ])
 def test_every_failure_ends_at_staff_with_one_alert(kiosk: tuple[Rig, KioskService, Outbox, Clock], case: str,
                                                     reason: str) -> None:
@@ -155,6 +157,10 @@ def test_every_failure_ends_at_staff_with_one_alert(kiosk: tuple[Rig, KioskServi
     if case == "no_booking":
         s = svc.start("checkin")
         svc.act(s.id, lambda s: svc.find_booking(s, "NOPE42"))
+    elif case == "reader_unplugged":
+        s = check_in_to(svc, rig, Step.ID_CARD)
+        svc.dev.idreader = SerialIdReader(str(rig.folder / "no-such-tty"), 115200)
+        svc.act(s.id, lambda s: svc.read_id(s))
     elif case == "id_mismatch":
         s = check_in_to(svc, rig, Step.ID_CARD)
         rig.place_card(name="李娜", face="rose_leslie_img1")
@@ -175,12 +181,15 @@ def test_every_failure_ends_at_staff_with_one_alert(kiosk: tuple[Rig, KioskServi
         s = check_in_to(svc, rig, Step.FACE)
         svc.act(s.id, svc.check_face)
     else:
-        s = check_in_to(svc, rig, Step.DEPOSIT if case in ("declined", "timeout") else Step.KEY_CARD)
+        deposit_step = case in ("declined", "timeout", "payment_gone")
+        s = check_in_to(svc, rig, Step.DEPOSIT if deposit_step else Step.KEY_CARD)
         rig.payment.mode = {"declined": "decline", "timeout": "hang"}.get(case, "approve")
+        if case == "payment_gone":
+            rig.payment.close()  # the provider's address refuses connections: nothing can have been held
         rig.dispenser.jam_next = case == "jam"
         rig.dispenser.stacker = 0 if case == "empty" else rig.dispenser.stacker
         rig.dispenser.silent = case == "unplugged"
-        svc.act(s.id, svc.take_deposit if case in ("declined", "timeout") else svc.issue_card)
+        svc.act(s.id, svc.take_deposit if deposit_step else svc.issue_card)
     assert s.step == Step.STAFF and s.failure is not None and s.failure.reason == reason
     got = alerts(outbox)
     assert len(got) == 1 and got[0]["reason"] == reason and got[0]["action"] == "call_staff"
