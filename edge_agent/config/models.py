@@ -8,6 +8,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edge_agent.kiosk.config import KioskConfig
+
 IDENT = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
@@ -319,7 +321,7 @@ class NodesConfig(Base):
 
 
 ProducerConfig = Annotated[SyntheticProducerConfig | VisionProducerConfig | GateRoleConfig | ToiletRoleConfig
-                           | NodesConfig, Field(discriminator="type")]
+                           | NodesConfig | KioskConfig, Field(discriminator="type")]
 
 
 class AgentConfig(Base):

@@ -3,13 +3,14 @@
 Frame: AA AA AA 96 69 | LEN (2, big-endian: bytes after LEN, checksum included) | SW1 SW2 SW3 |
 data | CHK (XOR of the LEN bytes through the last data byte). Host commands carry CMD PARA instead of
 the status bytes. Status 00 00 90 = success. "Read text and photo" (30 01) returns
-[text len 2][photo len 2][text (UCS-2 LE)][photo (WLT, not decoded: photos are never kept)].
+[text len 2][photo len 2][text (UCS-2 LE)][photo (WLT from the chip; some readers deliver JPEG/BMP)].
+The photo is handed over in memory (IdCard.photo) and never written anywhere by this module.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from edge_agent.drivers import DeviceTimeout, FrameError, resync, xor
@@ -87,6 +88,7 @@ class IdCard:
     issuer: str
     valid_from: str
     valid_to: str
+    photo: bytes = field(default=b"", repr=False, compare=False)
 
 
 def parse_card(data: bytes) -> IdCard:
@@ -105,11 +107,13 @@ def parse_card(data: bytes) -> IdCard:
         except UnicodeDecodeError as err:
             raise FrameError(f"{name} is not UCS-2") from err
         pos += size
-    return IdCard(**values)
+    return IdCard(**values, photo=data[4 + text_len:4 + text_len + photo_len])
 
 
 def encode_card(card: IdCard, photo: bytes = b"\x00" * 1024) -> bytes:
-    """The READ response data a reader sends for this card (used by the simulator)."""
+    """The READ response data a reader sends for this card (used by the simulator); the card's own photo,
+    when it has one, replaces `photo`."""
+    photo = card.photo or photo
     text = b"".join(getattr(card, n).ljust(size // 2)[: size // 2].encode("utf-16-le") for n, size in FIELDS)
     text += b"\x20\x00" * ((256 - len(text)) // 2)  # reserved tail, UCS-2 spaces
     return len(text).to_bytes(2, "big") + len(photo).to_bytes(2, "big") + text + photo

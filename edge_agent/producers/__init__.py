@@ -64,9 +64,16 @@ def _nodes(cfg: Any, boot: int) -> Producer:
     return NodesProducer(cfg, boot)
 
 
+def _kiosk(cfg: Any, boot: int) -> Producer:
+    from edge_agent.kiosk.role import KioskRole  # imports fastapi/uvicorn only when configured
+
+    return KioskRole(cfg, boot)
+
+
 # Explicit registry: config `type` -> factory(config, boot). Heavy backends import lazily inside.
 PRODUCERS: dict[str, Callable[[Any, int], Producer]] = {
     "synthetic": _synthetic, "vision": _vision, "gate": _gate, "toilet": _toilet, "nodes": _nodes,
+    "kiosk": _kiosk,
 }
 
 
