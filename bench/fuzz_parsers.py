@@ -17,9 +17,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
+from edge_agent.core import idnumber  # noqa: E402
 from edge_agent.drivers import FrameError, display, idreader, turnstile  # noqa: E402
 from edge_agent.drivers.serialio import LineReader  # noqa: E402
-from edge_agent.gate import idnumber, tickets  # noqa: E402
+from edge_agent.gate import tickets  # noqa: E402
 from edge_agent.nodes.role import BadBatch, parse_batch  # noqa: E402
 from edge_agent.sim import idreader as id_sim  # noqa: E402
 from edge_agent.sync import envelope  # noqa: E402

@@ -157,6 +157,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
+    if "kiosk" in (args.devices or []):
+        from edge_agent.kiosk.simcli import run as kiosk_sim
+
+        return kiosk_sim(args.seconds)
     from edge_agent.sim import cli as sim
 
     return sim.run(args.devices or list(sim.KINDS), args.seconds)
@@ -190,13 +194,16 @@ def build_parser() -> argparse.ArgumentParser:
     dr.set_defaults(fn=cmd_doctor)
     sm = sub.add_parser("sim", help="Start device simulators on pty pairs (turnstile, scanner, ID reader, display, "
                         "Modbus bus) for demos; commands on stdin (scan, card, set, walk, show, quit).")
-    sm.add_argument("devices", nargs="*", choices=["turnstile", "scanner", "idreader", "display", "modbus", []],
-                    help="Which simulators (default: all).")
+    sm.add_argument("devices", nargs="*",
+                    choices=["turnstile", "scanner", "idreader", "display", "modbus", "kiosk", []],
+                    help="Which simulators (default: all but kiosk; 'kiosk' alone starts a hotel kiosk's devices).")
     sm.add_argument("--seconds", type=float, default=None, help="Stop after this many seconds (default: until quit).")
     sm.set_defaults(fn=cmd_sim)
+    from edge_agent.kiosk.cli import add_parser as add_kiosk
     from edge_agent.vision.cli import add_parser as add_vision
 
     add_vision(sub)
+    add_kiosk(sub)
     return p
 
 

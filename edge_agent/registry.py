@@ -28,6 +28,7 @@ from edge_agent.config.loader import load
 from edge_agent.config.models import Base, DeviceConfig, MetricsConfig, MqttConfig, RoleConfig, StoreConfig, SyncConfig
 from edge_agent.core.ports import Context, Factory, Producer
 from edge_agent.gate.config import GateRoleConfig
+from edge_agent.kiosk.config import KioskConfig
 from edge_agent.nodes.config import NodesConfig
 from edge_agent.synthetic.config import SyntheticProducerConfig
 from edge_agent.toilet.config import ToiletRoleConfig
@@ -53,6 +54,7 @@ ROLES: dict[str, Role] = {
     "gate": Role(GateRoleConfig, "edge_agent.gate.role:GateRole"),
     "toilet": Role(ToiletRoleConfig, "edge_agent.toilet.role:ToiletRole"),
     "nodes": Role(NodesConfig, "edge_agent.nodes.role:NodesProducer"),
+    "kiosk": Role(KioskConfig, "edge_agent.kiosk.role:KioskRole"),
 }
 
 PRODUCERS_HELP = "Roles this device runs (gate, toilet, camera, sensor nodes, ...): one table each, picked by `type`."

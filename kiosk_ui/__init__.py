@@ -1,1 +1,1 @@
-"""kiosk_ui: planned (see the project issues); nothing ships here yet."""
+"""The hotel kiosk's touch UI: a FastAPI app (create_app) serving local static files and the session API."""

@@ -11,11 +11,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edge_agent.core import idnumber
 from edge_agent.core.clock import ManualClock
 from edge_agent.drivers import FrameError, idreader, turnstile
 from edge_agent.drivers.serialio import LineReader
 from edge_agent.drivers.turnstile import TurnstileDriver
-from edge_agent.gate import idnumber
 from edge_agent.gate.passback import UsedTickets
 from edge_agent.gate.site import Site
 from edge_agent.gate.tickets import Capacity, Ticket, Validator, parse, sign

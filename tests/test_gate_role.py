@@ -18,11 +18,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from edge_agent.app import Agent
+from edge_agent.core import idnumber
 from edge_agent.core.clock import ManualClock
 from edge_agent.core.ports import Context
 from edge_agent.drivers import idreader
 from edge_agent.drivers.turnstile import DryContactTurnstile
-from edge_agent.gate import idnumber
 from edge_agent.gate.config import GateRoleConfig
 from edge_agent.gate.passback import UsedTickets
 from edge_agent.gate.role import GateRole

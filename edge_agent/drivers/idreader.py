@@ -5,15 +5,16 @@ As the vendors document it ("身份证阅读器模块SAM通讯协议", pinned in
     reader → host: AA AA AA 96 69 | LEN (2, big-endian) | SW1 SW2 SW3 | data | CHK
 LEN counts every byte after it, CHK included; CHK is the XOR of LEN through the last data byte. A card is read
 in three steps: FIND (20 01; SW3 9F = found, 80 = no card), SELECT (20 02; 90 = selected, 81 = not), READ
-(30 01; 90 = success) which returns [text len 2][photo len 2][text (UCS-2 LE)][photo (WLT, not decoded: photos
-are never kept)]. Raises DeviceTimeout (no answer) and FrameError (a status the step does not expect, a card
-block that does not decode).
+(30 01; 90 = success) which returns [text len 2][photo len 2][text (UCS-2 LE)][photo (WLT from the chip; some
+readers deliver JPEG/BMP)]. The photo is handed over in memory (IdCard.photo) and never written anywhere by this
+module. Raises DeviceTimeout (no answer) and FrameError (a status the step does not expect, a card block that
+does not decode).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from edge_agent.drivers import DeviceTimeout, FrameError, resync, xor
@@ -89,6 +90,7 @@ class IdCard:
     issuer: str
     valid_from: str
     valid_to: str
+    photo: bytes = field(default=b"", repr=False, compare=False)
 
 
 def parse_card(data: bytes) -> IdCard:
@@ -107,7 +109,7 @@ def parse_card(data: bytes) -> IdCard:
         except UnicodeDecodeError as err:
             raise FrameError(f"{name} is not UCS-2") from err
         pos += size
-    return IdCard(**values)
+    return IdCard(**values, photo=data[4 + text_len:4 + text_len + photo_len])
 
 
 class Reader:

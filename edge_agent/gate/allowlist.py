@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_agent.core.idnumber import normalise
 from edge_agent.core.sqlite import transaction
-from edge_agent.gate.idnumber import normalise
 from edge_agent.store.migrations import Migration, migrate
 
 # Databases made before migrations existed already hold these tables: IF NOT EXISTS adopts them.

@@ -10,11 +10,11 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from edge_agent.core.idnumber import mask
 from edge_agent.drivers import DeviceTimeout, FrameError
 from edge_agent.drivers.idreader import Reader
 from edge_agent.drivers.serialio import open_port
 from edge_agent.gate.controller import GateController
-from edge_agent.gate.idnumber import mask
 
 logger = logging.getLogger(__name__)
 

@@ -150,7 +150,7 @@ class Validator:
 
     def decide_id(self, id_number: str) -> Decision:
         """A real-name ticket: the ID card read at the gate against the synced allow-list."""
-        from edge_agent.gate.idnumber import validate
+        from edge_agent.core.idnumber import validate
 
         if validate(id_number) is not None:
             return Decision(False, "bad_id_number")

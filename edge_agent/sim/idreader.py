@@ -11,7 +11,7 @@ find, 81 select failed, 10 checksum error, 21 unknown command. READ answers [tex
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from edge_agent.sim.base import PtyDevice
 from edge_agent.sim.codec import xor8
@@ -36,6 +36,7 @@ class Card:
     issuer: str
     valid_from: str
     valid_to: str
+    photo: bytes = field(default=b"", repr=False)  # as the chip holds it (WLT; some readers deliver JPEG)
 
     def text(self) -> bytes:
         out = b"".join(getattr(self, f).ljust(n // 2)[: n // 2].encode("utf-16-le") for f, n in LAYOUT)
@@ -47,8 +48,8 @@ def answer(sw3: int, data: bytes = b"") -> bytes:
     return PREAMBLE + body + bytes([xor8(body)])
 
 
-def read_answer(card: Card, photo: bytes = b"\x00" * 1024) -> bytes:
-    text = card.text()
+def read_answer(card: Card) -> bytes:
+    text, photo = card.text(), card.photo or b"\x00" * 1024
     return answer(SUCCESS, len(text).to_bytes(2, "big") + len(photo).to_bytes(2, "big") + text + photo)
 
 

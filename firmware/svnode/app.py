@@ -80,7 +80,9 @@ class Node:
             raise MQTTError("network not up")
         c = self.cfg
         client = Client(c["node_id"], c["broker"], c["port"], c["keepalive_s"],
-                        timeout_ms=min(5000, c["wdt_ms"] // 3))  # never block past the watchdog
+                        user=c["node_id"] if c["mqtt_pass"] else None, password=c["mqtt_pass"] or None,
+                        timeout_ms=min(5000, c["wdt_ms"] // 3),  # never block past the watchdog
+                        ssl_ctx=self._tls() if c["tls"] else None)
         client.set_will(self.base + "status", json.dumps({"online": False, "version": VERSION}), retain=True)
         client.on_message = self.on_message
         try:
@@ -94,6 +96,15 @@ class Node:
         self.inflight = None
         self.connected_at = time.ticks_ms()
         self.status()
+
+    def _tls(self):
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        with open(self.cfg["ca"], "rb") as f:
+            ctx.load_verify_locations(cadata=f.read())
+        return ctx
 
     def _publish(self, leaf, payload, retain=False):
         if self.client is None:

@@ -22,6 +22,9 @@ DEFAULTS = {
     "h2s_zero_mv": 400.0,
     "h2s_ppm_per_mv": 0.03125,  # 0.4-2.0 V = 0-50 ppm
     "ring_slots": 256,
+    "mqtt_pass": "",  # this node's own broker password (user name = node_id); from `venue-provision broker nodes`
+    "tls": False,  # TLS to the gateway's broker, checked against the CA file below
+    "ca": "ca.der",  # the gateway's local CA, DER (mbedTLS on the ESP32 reads DER)
 }
 
 # key -> (type, min, max) for numbers; lists and strings checked by type only
@@ -32,10 +35,10 @@ _NUM = {
     "nh3_ppm_per_mv": (float, 0, 10), "h2s_zero_mv": (float, 0, 3300), "h2s_ppm_per_mv": (float, 0, 10),
     "ring_slots": (int, 16, 4096),
 }
-SECRET = ("psk",)
+SECRET = ("psk", "mqtt_pass")
 # changing these needs a restart of the MQTT session or the hardware set-up
 RESTART = ("node_id", "broker", "port", "prefix", "ssid", "psk", "keepalive_s", "wdt_ms", "door_pins",
-           "i2c_scl", "i2c_sda", "nh3_pin", "h2s_pin", "ring_slots")
+           "i2c_scl", "i2c_sda", "nh3_pin", "h2s_pin", "ring_slots", "mqtt_pass", "tls", "ca")
 
 
 def validate(patch):
@@ -55,6 +58,11 @@ def validate(patch):
                 errors.append("%s must be within %s..%s" % (k, lo, hi))
             else:
                 clean[k] = kind(v)
+        elif k == "tls":
+            if not isinstance(v, bool):
+                errors.append("tls must be true or false")
+            else:
+                clean[k] = v
         elif k == "door_pins":
             if not isinstance(v, list) or not v or len(v) > 16 or not all(
                     isinstance(p, int) and not isinstance(p, bool) and 0 <= p <= 48 for p in v):

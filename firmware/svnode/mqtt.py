@@ -44,13 +44,14 @@ def _remaining(n):
 
 class Client:
     def __init__(self, client_id, host, port=1883, keepalive=30, user=None, password=None, timeout_ms=5000,
-                 max_packet=8192):
+                 max_packet=8192, ssl_ctx=None):
         self.client_id = client_id
         self.host, self.port = host, port
         self.keepalive = keepalive
         self.user, self.password = user, password
         self.timeout_ms = timeout_ms
         self.max_packet = max_packet  # a bigger packet would not fit an ESP32's heap: the link is dropped
+        self.ssl_ctx = ssl_ctx  # an ssl.SSLContext that checks the broker's certificate, or None
         self.sock = None
         self.poller = None
         self.will = None
@@ -140,7 +141,9 @@ class Client:
         self.sock.settimeout(self.timeout_ms / 1000)
         try:
             self.sock.connect(addr)
-        except OSError as err:
+            if self.ssl_ctx is not None:
+                self.sock = self.ssl_ctx.wrap_socket(self.sock, server_hostname=self.host)
+        except (OSError, ValueError) as err:  # ValueError: mbedTLS refused the broker's certificate
             self.close()
             raise MQTTError("connect: %s" % err) from err
         self.poller = select.poll()

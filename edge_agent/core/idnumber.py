@@ -35,7 +35,7 @@ def validate(number: str) -> str | None:
     return None
 
 
-def mask(number: str) -> str:
-    """For screens and logs: first 3 and last 4 characters only."""
+def mask(number: str, head: int = 3) -> str:
+    """For screens and logs: the first `head` and last 4 characters only."""
     n = number.strip()
-    return n[:3] + "*" * max(0, len(n) - 7) + n[-4:] if len(n) > 7 else "*" * len(n)
+    return n[:head] + "*" * (len(n) - head - 4) + n[-4:] if len(n) > head + 4 else "*" * len(n)
