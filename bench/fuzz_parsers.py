@@ -17,10 +17,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
+from edge_agent.core import idnumber  # noqa: E402
 from edge_agent.drivers import FrameError, display, idreader, turnstile  # noqa: E402
 from edge_agent.drivers.serialio import LineReader  # noqa: E402
-from edge_agent.gate import idnumber, tickets  # noqa: E402
-from edge_agent.producers.nodes import BadBatch, parse_batch  # noqa: E402
+from edge_agent.gate import tickets  # noqa: E402
+from edge_agent.nodes.role import BadBatch, parse_batch  # noqa: E402
+from edge_agent.sim import idreader as id_sim  # noqa: E402
 from edge_agent.sync import envelope  # noqa: E402
 from edge_agent.sync.downlink import CommandRouter  # noqa: E402
 
@@ -41,12 +43,12 @@ def mutate(rng: random.Random, frame: bytes) -> bytes:
 
 
 def seeds() -> dict[str, list[bytes]]:
-    card = idreader.IdCard("张三", "1", "01", "19900101", "浙江省杭州市西湖区", "11010519491231002X", "西湖分局",
-                           "20200101", "20400101")
+    card = id_sim.Card("张三", "1", "01", "19900101", "浙江省杭州市西湖区", "11010519491231002X", "西湖分局",
+                       "20200101", "20400101")
     key = Ed25519PrivateKey.generate()
     qr = tickets.sign(tickets.Ticket("T1", "westlake", "2026-11-22", "10:00-11:00", 2, 2e9), key)
     return {
-        "idreader": [idreader.build(idreader.OK, idreader.encode_card(card)), idreader.build(b"\x00\x00\x9f"),
+        "idreader": [id_sim.read_answer(card), id_sim.answer(id_sim.FOUND, b"\x00" * 4),
                      idreader.command(idreader.CMD_READ)],
         "turnstile": [turnstile.open_cmd(1, 0, 2).encode(), turnstile.Frame(1, turnstile.PASSED, b"\x00\x01").encode(),
                       turnstile.Frame(1, turnstile.ALARM, b"\x02").encode()],

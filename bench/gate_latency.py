@@ -20,13 +20,16 @@ import serial  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
 from edge_agent.drivers.serialio import LineReader, read_available  # noqa: E402
+from edge_agent.drivers.turnstile import TurnstileDriver  # noqa: E402
 from edge_agent.gate.controller import GateController  # noqa: E402
 from edge_agent.gate.passback import UsedTickets  # noqa: E402
+from edge_agent.gate.role import Ledger  # noqa: E402
+from edge_agent.gate.site import Site  # noqa: E402
 from edge_agent.gate.tickets import Capacity, Ticket, Validator, sign  # noqa: E402
 from edge_agent.records import DataClass  # noqa: E402
+from edge_agent.sim.pty import PtyPair  # noqa: E402
+from edge_agent.sim.turnstile import TurnstileSim  # noqa: E402
 from edge_agent.store import Outbox  # noqa: E402
-from hil_tests.simulators.pty import PtyPair  # noqa: E402
-from hil_tests.simulators.turnstile import TurnstileSim  # noqa: E402
 
 
 def main(n: int = 1000) -> None:
@@ -37,10 +40,16 @@ def main(n: int = 1000) -> None:
     with tempfile.TemporaryDirectory(dir=".") as tmp:
         ob = Outbox(Path(tmp) / "o.db")
         used = UsedTickets(Path(tmp) / "gate.db")
-        v = Validator("westlake", key.public_key(), used, Capacity(100_000), lambda: now)
-        gate = GateController("g1", v, used, lambda kind, body: ob.put(DataClass.TRANSACTION, kind, body))
+        # wired as the gate role wires a lane: the site ticked under the validator's lock, passes persisted
+        site = Site("site", Capacity(100_000), now.date().isoformat())
+        lock = threading.RLock()
+        v = Validator("westlake", key.public_key(), used, site, lambda: now, lock=lock)
+        ledger = Ledger(site, used, lock, lambda: now, lambda e: None)
+        gate = GateController("g1", v, lambda kind, body: ob.put(DataClass.TRANSACTION, kind, body),
+                              lambda p: ledger.feed([p]))
         sim = TurnstileSim()
-        gate.attach(serial.Serial(sim.path, 115200, timeout=0.05))
+        drv = TurnstileDriver(serial.Serial(sim.path, 115200, timeout=0.05), 1, gate.on_turnstile).start()
+        gate.attach(drv)
         scanner = PtyPair()
         port = serial.Serial(scanner.path, 9600, timeout=0.05)
         reader = LineReader()
@@ -62,6 +71,7 @@ def main(n: int = 1000) -> None:
                 select.select([], [], [], 0.0002)
         stop.set()
         t.join(1)
+        drv.close()
         lat = sorted((sim.opens[i][0] - sent[i]) * 1000 for i in range(min(n, len(sim.opens))))
         decisions = ob.fetch(DataClass.TRANSACTION, 0, limit=10 * n).kind.count("gate.decision")
         sim.close()

@@ -15,15 +15,19 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from edge_agent import __version__, producers
-from edge_agent.config.loader import ConfigError, load_config
-from edge_agent.config.models import AgentConfig, StoreConfig
+from edge_agent import __version__
+from edge_agent.config.loader import ConfigError
+from edge_agent.config.models import StoreConfig
+from edge_agent.core.bus import LocalBus
+from edge_agent.core.ports import CommandError, Context, Producer
 from edge_agent.records import DataClass
+from edge_agent.registry import REGISTRY, AgentConfig, Registry
 from edge_agent.runtime import metrics, systemd
+from edge_agent.runtime.explain import explain
 from edge_agent.runtime.logs import REDACTOR
 from edge_agent.runtime.supervisor import Supervisor
 from edge_agent.store import Outbox, StorePolicy
-from edge_agent.sync.downlink import CommandError, CommandRouter
+from edge_agent.sync.downlink import CommandRouter
 from edge_agent.sync.uplink import Uplink
 
 logger = logging.getLogger(__name__)
@@ -51,30 +55,35 @@ def overlay_path(config_path: Path) -> Path:
     return config_path.with_name(config_path.name + ".remote.json")
 
 
-def load_effective(config_path: Path) -> AgentConfig:
+def load_effective(config_path: Path, registry: Registry = REGISTRY) -> AgentConfig:
     """The technician's file plus the remote-config overlay the hub last applied."""
-    cfg = load_config(config_path)
+    cfg = registry.load_config(config_path)
     ov = overlay_path(config_path)
     if not ov.exists():
         return cfg
     try:
         patch = json.loads(ov.read_text())
-        return AgentConfig.model_validate(deep_merge(cfg.model_dump(mode="json"), patch))
+        return registry.config_model.model_validate(deep_merge(cfg.model_dump(mode="json"), patch))
     except (ValueError, ValidationError) as err:
         logger.error("ignoring invalid remote overlay %s: %s", ov, err)
         return cfg
 
 
 class Agent:
-    """One device agent. start() → run() → stop(); safe to construct in tests with a tmp store."""
+    """One device agent. start() → run() → stop(); safe to construct in tests with a tmp store.
 
-    def __init__(self, cfg: AgentConfig, config_path: Path | None = None) -> None:
+    Its roles come from `registry` (the shipped one unless a test brings its own) and share one Context:
+    the outbox as sink, one local bus, the boot number."""
+
+    def __init__(self, cfg: AgentConfig, config_path: Path | None = None, registry: Registry = REGISTRY) -> None:
         self.cfg = cfg
         self.config_path = config_path
+        self.registry = registry
         self.started_at = time.time()
         self.supervisor = Supervisor()
         self.outbox = Outbox(cfg.store.path, policy_of(cfg.store))
         self.boot = self.outbox.call(_bump_boot).result()
+        self.ctx = Context(self.outbox, LocalBus(), self.boot)
         self.uplink: Uplink | None = None
         self.metrics_server: Any = None
         self._commands: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
@@ -116,7 +125,8 @@ class Agent:
         next_tick = time.monotonic()
         while not stop.is_set():
             if self.supervisor.gave_up.is_set():
-                logger.error("a worker exhausted its restart budget: exiting for the service manager")
+                for line in self.failures():
+                    logger.error("giving up, exiting for the service manager: %s", line)
                 return 1
             if wd and self.supervisor.healthy():
                 systemd.notify("WATCHDOG=1")
@@ -167,12 +177,9 @@ class Agent:
 
     def _start_producers(self, cfg: AgentConfig) -> None:
         for pcfg in cfg.producers:
-            prod = producers.build(pcfg, self.boot)
-            self.router.handlers.update(getattr(prod, "commands", dict)())  # e.g. gate.allowlist
-            self.supervisor.add(f"producer:{pcfg.name}", self._producer_target(prod))
-
-    def _producer_target(self, prod: producers.Producer) -> Callable[[threading.Event], None]:
-        return lambda stop: prod.run(self.outbox, stop)
+            prod: Producer = self.registry.build(pcfg, self.ctx)
+            self.router.handlers.update(prod.commands())  # e.g. gate.allowlist
+            self.supervisor.add(f"producer:{pcfg.name}", prod.run)
 
     def _stop_producers(self) -> None:
         for name in [n for n in self.supervisor.workers if n.startswith("producer:")]:
@@ -199,6 +206,12 @@ class Agent:
             **self._uplink_view(),
             "workers": {n: ("failed" if w.failed else "running") for n, w in self.supervisor.workers.items()},
         }
+
+    def failures(self) -> list[str]:
+        """One line per worker that exhausted its restart budget: which part, how often, the last error."""
+        roles = {p.name: p.type for p in self.cfg.producers}
+        sup = self.supervisor
+        return [explain(w, roles, sup.max_restarts, sup.window_s) for w in sup.failed()]
 
     def _uplink_view(self) -> dict[str, Any]:
         """Broker connection and sync totals, for status, metrics and the runtime table."""
@@ -231,7 +244,7 @@ class Agent:
         with self._cfg_lock:
             old = self.cfg
             try:
-                new = AgentConfig.model_validate(deep_merge(old.model_dump(mode="json"), patch))
+                new = self.registry.config_model.model_validate(deep_merge(old.model_dump(mode="json"), patch))
             except ValidationError as err:
                 issues = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
                 raise CommandError(f"invalid config, not applied: {issues}") from None

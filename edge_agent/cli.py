@@ -13,7 +13,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from edge_agent.config.loader import ConfigError, load_config
+from edge_agent.config.loader import ConfigError
+from edge_agent.registry import load_config
 from edge_agent.runtime import logs
 
 logger = logging.getLogger("edge_agent")
@@ -41,7 +42,7 @@ def demo_config_path() -> Path:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from edge_agent.app import Agent
-    from edge_agent.config.models import AgentConfig
+    from edge_agent.registry import AgentConfig
 
     base = load_config(demo_config_path())
     data = base.model_dump(mode="json")
@@ -83,14 +84,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
         hub.start()
     agent.start()
     try:
-        agent.run(duration=args.duration, tick=tick, stop=stop)
+        rc = agent.run(duration=args.duration, tick=tick, stop=stop)
     finally:
-        final = agent.status()
+        final, failures = agent.status(), agent.failures()
         agent.stop()
         if hub is not None:
             hub.stop()
             print(f"hub: {hub.backend.count()} events stored in {Path(args.store).with_name('demo-hub.db')}")
             hub.backend.close()
+    for line in failures:
+        print(f"edge-agent demo FAILED: {line}", file=sys.stderr)
+    if rc:
+        return rc
     print(f"done: {final['queue']} records buffered on the device, {final['acked']} acknowledged by the hub")
     return 0
 
@@ -156,11 +161,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
         from edge_agent.kiosk.simcli import run as kiosk_sim
 
         return kiosk_sim(args.seconds)
-    try:
-        from hil_tests.simulators import cli as sim
-    except ImportError:
-        print("the simulators ship with the source tree (hil_tests/): run from a checkout", file=sys.stderr)
-        return 2
+    from edge_agent.sim import cli as sim
+
     return sim.run(args.devices or list(sim.KINDS), args.seconds)
 
 

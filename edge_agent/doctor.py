@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge_agent.config.models import AgentConfig
+from edge_agent.registry import AgentConfig
 from edge_agent.store.outbox import quarantined_files
 
 BUILD_YEAR = 2026

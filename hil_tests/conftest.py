@@ -58,7 +58,7 @@ def device(request: pytest.FixtureRequest, hw_profile: dict[str, Any] | None) ->
             pytest.skip(f"hardware profile lists no {kind}: device absent")
         yield settings, None
         return
-    from hil_tests.simulators import display, idreader, modbus, turnstile
+    from edge_agent.sim import display, idreader, modbus, turnstile
 
     if kind == "node":
         import json
@@ -79,7 +79,7 @@ def device(request: pytest.FixtureRequest, hw_profile: dict[str, Any] | None) ->
         return
     if kind == "contact":
         from edge_agent.drivers.gpio import register_sim
-        from hil_tests.simulators.gpio import ContactTurnstileSim
+        from edge_agent.sim.gpio import ContactTurnstileSim
 
         contact = ContactTurnstileSim()
         register_sim("hil-relay", contact.relay)

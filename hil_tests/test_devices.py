@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -10,7 +9,8 @@ import serial
 
 from edge_agent.drivers import DeviceTimeout, display, idreader
 from edge_agent.drivers import turnstile as ts
-from edge_agent.gate.controller import TurnstileDriver
+from edge_agent.drivers.turnstile import TurnstileDriver
+from tests.helpers import Heard
 
 
 def _port(settings: dict[str, Any], baud: int) -> serial.Serial:
@@ -20,14 +20,11 @@ def _port(settings: dict[str, Any], baud: int) -> serial.Serial:
 @pytest.mark.turnstile
 def test_turnstile_answers_status_and_open(device: tuple[dict[str, Any], Any]) -> None:
     settings, sim = device
-    events: list[ts.Frame] = []
-    drv = TurnstileDriver(_port(settings, 9600), settings.get("addr", 1), events.append)
+    events = Heard()
+    drv = TurnstileDriver(_port(settings, 9600), settings.get("addr", 1), events).start()
     try:
         drv.port.write(ts.Frame(drv.addr, ts.STATUS, b"").encode())
-        deadline = time.monotonic() + 2
-        while not any(e.cmd == ts.STATUS_REPORT for e in events) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert any(e.cmd == ts.STATUS_REPORT for e in events), "no STATUS_REPORT within 2 s"
+        assert events.wait(lambda e: e.cmd == ts.STATUS_REPORT, 2), "no STATUS_REPORT within 2 s"
         drv.open(ts.IN, 1, timeout=2)  # ACK required; a real gate opens once for one person
         if sim is not None:
             assert sim.opens[-1][1:] == (ts.IN, 1)
@@ -81,19 +78,17 @@ def test_modbus_sensor_reads(device: tuple[dict[str, Any], Any]) -> None:
 @pytest.mark.contact
 def test_contact_turnstile_pulses_the_relay_and_sees_the_pass(device: tuple[dict[str, Any], Any]) -> None:
     from edge_agent.drivers.gpio import open_line
-    from edge_agent.gate.controller import DryContactTurnstile
+    from edge_agent.drivers.turnstile import DryContactTurnstile
 
     settings, sim = device
-    passed: list[ts.Frame] = []
+    passed = Heard()
     relay = open_line(settings["relay"], True, settings.get("relay_active_low", False))
     sensor = open_line(settings["sensor"], False, settings.get("sensor_active_low", True))
-    gate = DryContactTurnstile(relay, sensor, passed.append, pulse_s=settings.get("pulse_s", 0.2))
+    gate = DryContactTurnstile(relay, sensor, passed, pulse_s=settings.get("pulse_s", 0.2)).start()
     try:
         gate.open(ts.IN, 1)
-        deadline = time.monotonic() + 5
-        while not passed and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert [f.cmd for f in passed] == [ts.PASSED], "no pass-sensor edge within 5 s of the relay pulse"
+        assert passed.wait(lambda f: True, 5), "no pass-sensor edge within 5 s of the relay pulse"
+        assert [f.cmd for f in passed.items] == [ts.PASSED]
         if sim is not None:
             assert sim.relay.pulses == 1 and sim.relay.value is False
     finally:

@@ -6,16 +6,16 @@ import base64
 import re
 import subprocess
 import sys
-import time
 import tomllib
 
 import serial
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from edge_agent.config.models import AgentConfig
 from edge_agent.drivers import turnstile as ts
-from edge_agent.gate.controller import TurnstileDriver
+from edge_agent.drivers.turnstile import TurnstileDriver
+from edge_agent.registry import AgentConfig
+from tests.helpers import Heard
 
 
 def test_sim_cli_prints_working_ports_and_a_valid_config() -> None:
@@ -44,14 +44,12 @@ def test_sim_cli_prints_working_ports_and_a_valid_config() -> None:
         assert scanner.readline() == b"VT1.demo\r\n"
         scanner.close()
 
-        events: list[ts.Frame] = []
-        drv = TurnstileDriver(serial.Serial(ports["turnstile"], 9600, timeout=0.05), 1, events.append)
+        events = Heard()
+        drv = TurnstileDriver(serial.Serial(ports["turnstile"], 9600, timeout=0.05), 1, events).start()
         drv.open(ts.IN, 1, timeout=2)
-        deadline = time.monotonic() + 5
-        while not any(e.cmd == ts.PASSED for e in events) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        walked = events.wait(lambda e: e.cmd == ts.PASSED, 5)
         drv.close()
-        assert any(e.cmd == ts.PASSED for e in events), "the simulated visitor never walked through"
+        assert walked, "the simulated visitor never walked through"
         proc.stdin.write("nonsense\nquit\n")
         proc.stdin.flush()
         rest, _ = proc.communicate(timeout=10)

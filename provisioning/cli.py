@@ -203,7 +203,7 @@ def cmd_device_provision(args: argparse.Namespace) -> int:
 
 
 def cmd_device_selftest(args: argparse.Namespace) -> int:
-    from edge_agent.config.loader import load_config
+    from edge_agent.registry import load_config
     from provisioning.selftest import passed, report_body, run_selftest, table
 
     cfg = load_config(args.config)
@@ -232,7 +232,7 @@ def _agent_running(cfg: Any) -> bool:
 
 
 def cmd_device_register(args: argparse.Namespace) -> int:
-    from edge_agent.config.loader import load_config
+    from edge_agent.registry import load_config
 
     cfg = load_config(args.config)
     assert cfg.mqtt.tls and cfg.mqtt.tls.cert

@@ -190,6 +190,7 @@ def _verify(inp: Inputs, st: _State, p: Progress) -> x509.Certificate:
 
 def _write_config(inp: Inputs, st: _State, d: Path, p: Progress) -> Path:
     from edge_agent.config.loader import ConfigError, parse_text, validate
+    from edge_agent.registry import AgentConfig
 
     data: dict[str, Any] = {}
     if inp.template:
@@ -206,7 +207,7 @@ def _write_config(inp: Inputs, st: _State, d: Path, p: Progress) -> Path:
     store = {"path": str(d / "var" / "outbox.db"), **data.get("store", {})}
     data = {**data, "device": device, "mqtt": mqtt, "store": store}
     try:
-        validate(data, {}, str(inp.template or "generated config"))
+        validate(AgentConfig, data, {}, str(inp.template or "generated config"))
     except ConfigError as err:
         raise StepFailed("config", str(err), "fix the template's keys named above") from err
     path = pki.write_secret(d / "agent.yaml", yaml.safe_dump(data, sort_keys=False).encode())

@@ -9,10 +9,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from edge_agent.config.models import ToiletRoleConfig
 from edge_agent.drivers import DeviceTimeout, FrameError
 from edge_agent.drivers import turnstile as ts
 from edge_agent.drivers.serialio import open_port, read_available
+from edge_agent.toilet.config import ToiletRoleConfig
 
 
 def _closing(port: Any) -> Any:

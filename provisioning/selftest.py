@@ -18,7 +18,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from edge_agent.config.models import AgentConfig, GateRoleConfig, ToiletRoleConfig, VisionProducerConfig
+from edge_agent.gate.config import GateRoleConfig
+from edge_agent.registry import AgentConfig
+from edge_agent.toilet.config import ToiletRoleConfig
+from edge_agent.vision.config import VisionProducerConfig
 
 PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
 CERT_WARN_DAYS = 30

@@ -203,3 +203,57 @@ class Listener:
     def close(self) -> None:
         self.c.loop_stop()
         self.c.disconnect()
+
+
+class GateLane:
+    """One gate lane on a real passback database, wired as the gate role wires it: the ticket rules and the lane
+    share the site, each confirmed pass is ticked into it under the lock and persisted (records in `records`)."""
+
+    def __init__(self, db: Path, key: Any, now: Callable[[], Any], *, limit: int = 10, pass_timeout_s: float = 10,
+                 mono: Callable[[], float] = time.monotonic) -> None:
+        import threading
+
+        from edge_agent.gate.controller import GateController
+        from edge_agent.gate.passback import UsedTickets
+        from edge_agent.gate.role import Ledger
+        from edge_agent.gate.site import Site
+        from edge_agent.gate.tickets import Capacity, Validator
+
+        self.records: list[tuple[str, dict[str, Any]]] = []
+        self.used = UsedTickets(db)
+        self.site = Site("site", Capacity(limit), now().date().isoformat())
+        lock = threading.RLock()
+        self.validator = Validator("westlake", key, self.used, self.site, now, lock=lock)
+        self.ledger = Ledger(self.site, self.used, lock, now, lambda e: self.records.append((type(e).__name__, {})))
+        self.gate = GateController("g1", self.validator, lambda k, b: self.records.append((k, b)),
+                                   lambda p: self.ledger.feed([p]), pass_timeout_s, mono)
+
+    def kinds(self) -> list[str]:
+        return [k for k, _ in self.records]
+
+
+class Heard:
+    """Collects what a callback hears (driver events, frames) and lets a test wait for a match, woken by the
+    callback itself instead of polling."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.items: list[Any] = []
+        self._cond = threading.Condition()
+
+    def __call__(self, item: Any) -> None:
+        with self._cond:
+            self.items.append(item)
+            self._cond.notify_all()
+
+    def wait(self, pred: Callable[[Any], bool], timeout: float) -> bool:
+        """True once an item matching pred has been heard (within timeout)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: any(pred(i) for i in self.items), timeout)
+
+
+def wait_growth(count: Callable[[], int], by: int, timeout: float, what: str) -> int:
+    """Wait until count() has grown by `by` from now (records produced, passes at the hub); returns the count."""
+    start = count()
+    return int(wait_for(lambda: (n := count()) >= start + by and n, timeout, what))

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from edge_agent.app import Agent, overlay_path
-from edge_agent.config.models import AgentConfig
 from edge_agent.records import DataClass
+from edge_agent.registry import AgentConfig
 from edge_agent.sync.uplink import Link
 from hub.db import SqliteBackend
 from hub.ingest import HubWorker
@@ -74,7 +74,8 @@ def test_no_hub_means_no_purge(tmp_path: Path, broker: Broker) -> None:
     agent.start()
     try:
         wait_for(lambda: agent.uplink and agent.uplink.stats.records_sent >= 20, 10, "records sent")
-        time.sleep(1)
+        # the broker PUBACKed that batch long ago when the uplink, not acked by a hub, sends it again
+        wait_for(lambda: agent.uplink is not None and agent.uplink.stats.resends >= 1, 10, "a re-send")
         assert agent.outbox.depth() == 20
     finally:
         agent.stop()
@@ -106,9 +107,9 @@ def test_refused_connection_is_never_reported_connected(tmp_path: Path, make_bro
     agent.start()
     try:
         wait_for(lambda: agent.uplink and agent.uplink.stats.refusals >= 2, 20, "two refusals")
-        for _ in range(20):
-            states.append(agent.uplink.state)  # type: ignore[union-attr]
-            time.sleep(0.05)
+        # the state, sampled through two more refusals and the backoff between them
+        wait_for(lambda: (states.append(agent.uplink.state), agent.uplink.stats.refusals >= 4)[1],  # type: ignore[union-attr]
+                 20, "two more refusals", every=0.02)
         assert agent.uplink is not None and "authori" in (agent.uplink.refusal or "").lower()
         assert agent.uplink.stats.connects == 0
         assert Link.CONNECTED not in states
@@ -135,7 +136,7 @@ def test_live_records_overtake_a_paced_backlog(tmp_path: Path, broker: Broker, h
     agent.start()
     try:
         wait_for(lambda: agent.uplink and agent.uplink.state is Link.CONNECTED, 10, "connected")
-        time.sleep(1)
+        wait_for(lambda: agent.uplink and agent.uplink.stats.records_acked >= 1000, 10, "the backlog draining")
         t0 = time.monotonic()
         live = ob.put("transaction", "gate.pass", {"live": True}).seq
         wait_for(lambda: not ob.fetch(DataClass.TRANSACTION, 0).seq, 10, "live record acked")
@@ -159,14 +160,19 @@ def test_downlink_commands_and_remote_config(tmp_path: Path, broker: Broker, hub
     busy.listen()
     try:
         wait_for(lambda: agent.uplink and agent.uplink.state is Link.CONNECTED, 10, "connected")
-        time.sleep(0.3)
+
+        def answers(cid: str | None) -> list[dict[str, Any]]:
+            return [doc for doc in (json.loads(m[1]) for m in list(results.messages)) if doc.get("id") == cid]
 
         def ask(name: str, doc: Any, raw: bytes | None = None) -> dict[str, Any]:
-            n = len(results.messages)
+            cid = doc["id"] if doc else None
             results.publish(base + name, raw if raw is not None else json.dumps(doc))
-            wait_for(lambda: len(results.messages) > n, 10, f"result of {name}")
-            return json.loads(results.messages[n][1])
+            return wait_for(lambda: answers(cid), 10, f"result of {name}")[0]  # type: ignore[no-any-return]
 
+        # a command sent before the agent's subscription is in place is lost (QoS 1 to no subscriber): ping
+        # until one is answered
+        wait_for(lambda: results.publish(base + "ping", json.dumps({"id": "p0"})) or answers("p0"), 10,
+                 "the agent to answer a ping", every=0.3)
         assert ask("ping", {"id": "p1"})["ok"]
         ok = ask("config", {"id": "c1", "args": {"patch": {"sync": {"backlog_rate": 123}}}})
         assert ok["ok"] and agent.cfg.sync.backlog_rate == 123

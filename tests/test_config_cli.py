@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import json
+import os
 import random
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
 from edge_agent.cli import build_parser
-from edge_agent.config import ConfigError, load_config, models
+from edge_agent.config import ConfigError
+from edge_agent.core.backoff import Backoff, TokenBucket
+from edge_agent.registry import AgentConfig, load_config
 from edge_agent.runtime.supervisor import Supervisor
-from edge_agent.sync.backoff import Backoff, TokenBucket
 from hub.db import explain_gaps, subtract
-from tests.helpers import Broker
+from tests.helpers import Broker, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,23 +86,42 @@ def test_unparseable_and_unknown_format(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("example", sorted(p.name for p in (ROOT / "edge_agent" / "examples").glob("*.toml")))
-def test_shipped_examples_are_valid_and_build(example: str) -> None:
+def test_shipped_examples_are_valid_and_build(example: str, tmp_path: Path) -> None:
     path = f"edge_agent/examples/{example}"
     out = run_cli("validate-config", path)
     assert out.returncode == 0 and "OK" in out.stdout, out.stdout + out.stderr
-    from edge_agent import producers
+    from edge_agent.core.ports import Context
+    from edge_agent.registry import REGISTRY
+    from edge_agent.store import Outbox
 
     cfg = load_config(ROOT / path)
-    for pcfg in cfg.producers:  # the role-level checks too: profiles, register names, keys
-        assert producers.build(pcfg, 1).name == pcfg.name
+    with Outbox(tmp_path / "o.db") as ob:
+        for pcfg in cfg.producers:  # the role-level checks too: profiles, register names, keys
+            assert REGISTRY.build(pcfg, Context(ob)).name == pcfg.name
+
+
+def config_models(root: type[BaseModel]) -> set[type[BaseModel]]:
+    """Every model a config file can reach from root: sections, each registered role's, and theirs."""
+    import typing
+
+    seen: set[type[BaseModel]] = set()
+    todo: list[Any] = [root]
+    while todo:
+        t = todo.pop()
+        if isinstance(t, type) and issubclass(t, BaseModel):
+            if t not in seen:
+                seen.add(t)
+                todo += [f.annotation for f in t.model_fields.values()]
+        else:
+            todo += typing.get_args(t)
+    return seen
 
 
 def test_every_config_field_has_a_description() -> None:
-    missing = []
-    for name in dir(models):
-        obj = getattr(models, name)
-        if isinstance(obj, type) and issubclass(obj, BaseModel) and obj.__module__ == models.__name__:
-            missing += [f"{name}.{f}" for f, info in obj.model_fields.items() if not info.description]
+    models = config_models(AgentConfig)
+    names = {m.__name__ for m in models}
+    assert {"GateRoleConfig", "ToiletLimits", "LineConfig", "NodesConfig", "DisplayConfig", "TlsConfig"} <= names
+    missing = [f"{m.__name__}.{f}" for m in models for f, info in m.model_fields.items() if not info.description]
     assert not missing, f"fields without description: {missing}"
 
 
@@ -129,6 +152,40 @@ def test_demo_without_broker_buffers_and_says_so(tmp_path: Path) -> None:
     assert buffered > 20
 
 
+def test_demo_names_the_part_that_failed_and_why_and_exits_non_zero(tmp_path: Path) -> None:
+    """The bug a newcomer met: scipy missing, the camera half crashed, the demo said `done` and exited 0. The
+    machine without scipy is stood in for by a `scipy` on PYTHONPATH that fails to import as an absent one does."""
+    fake = tmp_path / "site" / "scipy"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'scipy'\", name='scipy')\n")
+    out = subprocess.run([sys.executable, "-m", "edge_agent", "demo", "--duration", "60", "--no-hub", "--broker",
+                          "mqtt://127.0.0.1:1", "--store", str(tmp_path / "d.db")], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(tmp_path / "site")})
+    assert out.returncode == 1, out.stdout + out.stderr
+    failed = [line for line in out.stderr.splitlines() if line.startswith("edge-agent demo FAILED:")]
+    assert failed == ["edge-agent demo FAILED: the vision role 'north-cam' stopped: it failed 6 times in 60 s (last: "
+                      "ModuleNotFoundError: No module named 'scipy') — the Python package 'scipy' is not installed; "
+                      "it comes with the 'vision' extra: pip install -e '.[vision]'"], out.stderr
+    assert "done:" not in out.stdout
+
+
+def test_run_exits_non_zero_naming_the_role_that_gave_up(tmp_path: Path) -> None:
+    """A gate whose turnstile adapter is not plugged in: the role fails to start, is restarted within its budget,
+    then the agent exits 1 for the service manager, saying which role and why."""
+    key = base64.b64encode(bytes(range(32))).decode()
+    cfg = tmp_path / "gate.toml"
+    cfg.write_text(f'[device]\nid = "gate-01"\nsite = "westlake"\n[store]\npath = "{tmp_path / "o.db"}"\n'
+                   '[mqtt]\nurl = "mqtt://127.0.0.1:1"\n[[producers]]\ntype = "gate"\nname = "north"\n'
+                   f'venue = "westlake"\npublic_key = "{key}"\ncapacity = 10\nstate_dir = "{tmp_path / "g"}"\n'
+                   f'[[producers.lanes]]\nname = "a"\nturnstile = "{tmp_path / "ttyUSB-unplugged"}"\n')
+    t0 = time.monotonic()
+    out = run_cli("run", "--config", str(cfg), "--duration", "60", timeout=90)
+    assert out.returncode == 1 and time.monotonic() - t0 < 45, out.stderr[-2000:]
+    gave_up = [line for line in out.stderr.splitlines() if "giving up, exiting" in line]
+    assert len(gave_up) == 1 and "the gate role 'north' stopped: it failed 6 times in 60 s" in gave_up[0]
+    assert "could not open port" in gave_up[0] and "ttyUSB-unplugged" in gave_up[0], gave_up
+
+
 def test_status_and_doctor(tmp_path: Path, broker: Broker) -> None:
     from tests.helpers import agent_config
 
@@ -145,12 +202,8 @@ def test_status_and_doctor(tmp_path: Path, broker: Broker) -> None:
     live = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--config", str(cfg), "--duration", "20"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 15
-        state = None
-        while time.monotonic() < deadline and state != "running":
-            time.sleep(0.5)
-            state = json.loads(run_cli("status", "--config", str(cfg), "--json").stdout)["agent"]
-        assert state == "running"
+        wait_for(lambda: json.loads(run_cli("status", "--config", str(cfg), "--json").stdout)["agent"] == "running",
+                 15, "status to see the agent running")
     finally:
         live.terminate()
         live.wait(30)

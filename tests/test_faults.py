@@ -7,12 +7,12 @@ outbox, and every pass id the producer was told is durable must be in the hub ex
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from edge_agent.doctor import read_status
 from tests.helpers import (
     Broker,
     Proc,
@@ -24,6 +24,7 @@ from tests.helpers import (
     journal_ids,
     outbox_depth,
     wait_for,
+    wait_growth,
 )
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -55,12 +56,20 @@ def start(tmp_path: Path, broker: Broker, rate: float = 300):
     return hub, agent, hub_db, journal, cfg
 
 
+def at_hub(hub_db: Path) -> Callable[[], int]:
+    return lambda: len(hub_pass_ids(hub_db)) if hub_db.exists() else 0
+
+
+def promised(journal: Path) -> Callable[[], int]:
+    return lambda: len(journal_ids(journal))
+
+
 def scenario(tmp_path: Path, broker: Broker, disrupt: Callable[[Proc, Proc], None]) -> int:
-    """Start hub and producing agent, disrupt them, then drain and check exactly-once at the hub."""
+    """Start hub and producing agent, disrupt them, see sync carry on, then drain and check exactly-once."""
     hub, agent, hub_db, journal, _ = start(tmp_path, broker)
     try:
         disrupt(hub, agent)
-        time.sleep(3)
+        wait_growth(at_hub(hub_db), 600, 90, "passes reaching the hub again after the disruption")
         return drain_and_check(tmp_path, broker, agent, hub_db, journal)
     finally:
         agent.terminate()
@@ -75,12 +84,17 @@ def test_kill9_agent_repeatedly(tmp_path: Path, broker: Broker) -> None:
     def boots() -> set[str]:
         return {i.split("-")[0] for i in journal_ids(journal)}
 
+    def latest_boot_passes() -> int:
+        ids = journal_ids(journal)
+        latest = max((i.split("-")[0] for i in ids), key=int, default=None)
+        return sum(i.split("-")[0] == latest for i in ids)
+
     def disrupt(hub: Proc, agent: Proc) -> None:
         for n in range(1, 7):
-            # Each boot must have produced before it is killed: on a cold machine (first imports after an
-            # install) the agent can take longer to start than the random delay below.
-            wait_for(lambda n=n: len(boots()) >= n, 30, f"boot {n} to produce")
-            time.sleep(rng.uniform(0.8, 2.0))
+            # killed at a random point of each boot's stream: after 150..600 passes it was told are durable (a
+            # cold machine, first imports after an install, may take long to start: the wait is on production)
+            k = rng.randint(150, 600)
+            wait_for(lambda n=n, k=k: len(boots()) >= n and latest_boot_passes() >= k, 60, f"boot {n} to produce")
             agent.kill9()
             agent.start()
 
@@ -90,35 +104,45 @@ def test_kill9_agent_repeatedly(tmp_path: Path, broker: Broker) -> None:
 
 
 def test_kill9_broker_and_restart(tmp_path: Path, broker: Broker) -> None:
+    hub_db, journal = tmp_path / "hub.db", tmp_path / "journal.txt"
+
     def disrupt(hub: Proc, agent: Proc) -> None:
         for _ in range(3):
-            time.sleep(2.5)
+            wait_growth(at_hub(hub_db), 600, 60, "passes reaching the hub")
             broker.kill()
-            time.sleep(1.5)  # devices keep producing into the outbox meanwhile
+            wait_growth(promised(journal), 400, 60, "the device producing into its outbox while the broker is down")
             broker.start()
 
     scenario(tmp_path, broker, disrupt)
 
 
 def test_hub_down_while_devices_produce(tmp_path: Path, broker: Broker) -> None:
+    hub_db, outbox = tmp_path / "hub.db", tmp_path / "agent-outbox.db"
+
+    def resends() -> int:
+        return int(read_status(outbox)["runtime"].get("resends") or 0)
+
     def disrupt(hub: Proc, agent: Proc) -> None:
-        time.sleep(2)
+        wait_growth(at_hub(hub_db), 600, 60, "passes reaching the hub")
         hub.kill9()
-        time.sleep(45)  # the hub is gone; devices keep producing, the broker queues for its session
-        assert outbox_depth(tmp_path / "agent-outbox.db") > 1000, "records pile up on the device meanwhile"
+        # a long outage: the device keeps producing and re-sends its whole window of un-acked batches, with
+        # growing ack timeouts, again and again, into the broker's queue for the hub's session
+        wait_for(lambda: outbox_depth(outbox) > 8000 and resends() >= 24, 120,
+                 "records to pile up on the device and the window to be re-sent three times")
         hub.start()
 
     scenario(tmp_path, broker, disrupt)
 
 
 def test_restart_everything(tmp_path: Path, broker: Broker) -> None:
+    hub_db = tmp_path / "hub.db"
+
     def disrupt(hub: Proc, agent: Proc) -> None:
         for _ in range(2):
-            time.sleep(2.5)
+            wait_growth(at_hub(hub_db), 600, 60, "passes reaching the hub")
             agent.kill9()
             hub.kill9()
             broker.kill()
-            time.sleep(1)
             broker.start()
             hub.start()
             agent.start()

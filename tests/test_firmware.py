@@ -27,8 +27,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_agent.app import Agent
-from edge_agent.config.models import AgentConfig
-from edge_agent.producers.nodes import BadBatch, parse_batch
+from edge_agent.nodes.role import BadBatch, parse_batch
+from edge_agent.registry import AgentConfig
 from edge_agent.store import Outbox
 from hub.db import SqliteBackend
 from hub.ingest import HubWorker
@@ -434,7 +434,7 @@ def test_a_wireless_toilet_block_raises_odour_alerts_and_shows_free_stalls(tmp_p
                                                                          make_broker: Callable[..., Broker]) -> None:
     """No RS-485 bus at all: a firmware node's stalls and NH3 reading drive the toilet role's rules,
     alerts and free-stall board, and reach the hub."""
-    from hil_tests.simulators.display import DisplaySim
+    from edge_agent.sim.display import DisplaySim
 
     local, city = make_broker(), make_broker()
     board = DisplaySim()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 from pathlib import Path
 
 import pytest
@@ -12,16 +11,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edge_agent.core import idnumber
+from edge_agent.core.clock import ManualClock
 from edge_agent.drivers import FrameError, idreader, turnstile
 from edge_agent.drivers.serialio import LineReader
-from edge_agent.gate import idnumber
-from edge_agent.gate.controller import GateController
+from edge_agent.drivers.turnstile import TurnstileDriver
 from edge_agent.gate.passback import UsedTickets
+from edge_agent.gate.site import Site
 from edge_agent.gate.tickets import Capacity, Ticket, Validator, parse, sign
-from edge_agent.records import DataClass
-from edge_agent.store import Outbox
-from hil_tests.simulators.turnstile import TurnstileSim
-from tests.helpers import wait_for
+from edge_agent.sim import idreader as id_sim
+from edge_agent.sim.turnstile import TurnstileSim
+from tests.helpers import GateLane, wait_for
 
 KEY = Ed25519PrivateKey.generate()
 NOW = dt.datetime(2026, 11, 22, 10, 30)
@@ -44,7 +44,8 @@ def test_id_number_checksum() -> None:
 
 def test_ticket_rules(tmp_path: Path) -> None:
     used = UsedTickets(tmp_path / "g.db")
-    v = Validator("westlake", KEY.public_key(), used, Capacity(3), lambda: NOW)
+    site = Site("site", Capacity(3), "2026-11-22")
+    v = Validator("westlake", KEY.public_key(), used, site, lambda: NOW)
     assert v.decide(ticket("A")).reason == "ok"
     assert v.decide(ticket("A")).reason == "already_used"  # pending: opened, not yet through
     assert v.decide(ticket("B", venue="lingyin")).reason == "wrong_venue"
@@ -57,13 +58,13 @@ def test_ticket_rules(tmp_path: Path) -> None:
     assert v.decide(other).reason == "bad_signature"
     assert v.decide("hello").reason == "bad_format"
     assert v.decide(ticket("H", party=3)).reason == "capacity"  # A (1 person) is let in but not through yet
-    v.capacity.inside = 2
+    site.capacity.inside = 2
     assert v.decide(ticket("I", party=2)).reason == "capacity"
     used.mark("J", "g1")
     used.close()
     again = UsedTickets(tmp_path / "g.db")  # anti-passback survives a reboot
-    assert Validator("westlake", KEY.public_key(), again, Capacity(10), lambda: NOW).decide(ticket("J")).reason \
-        == "already_used"
+    assert Validator("westlake", KEY.public_key(), again, Site("s", Capacity(10), "2026-11-22"),
+                     lambda: NOW).decide(ticket("J")).reason == "already_used"
 
 
 def test_capacity_thresholds_alert_once() -> None:
@@ -91,14 +92,12 @@ def test_turnstile_frames_round_trip_and_crc() -> None:
 
 
 def test_id_reader_frames_and_card() -> None:
-    card = idreader.IdCard("张三", "1", "01", "19491231", "北京市东城区", "11010519491231002X", "公安局",
-                           "20200101", "20400101")
-    raw = idreader.build(idreader.OK, idreader.encode_card(card))
+    card = id_sim.Card("张三", "1", "01", "19491231", "北京市东城区", "11010519491231002X", "公安局", "20200101",
+                       "20400101")
+    raw = id_sim.read_answer(card)  # what the simulator sends, from its own encoder
     p = idreader.StreamParser()
     got = p.feed(b"noise" + raw[:20]) + p.feed(raw[20:])
-    assert len(got) == 1 and got[0].ok and idreader.parse_card(got[0].data) == card
-    # AA AA AA 96 69 | 00 03 | 30 01 | FF | XOR(00 03 30 01 FF) = CD
-    assert idreader.command(idreader.CMD_READ).hex() == "aaaaaa9669" + "0003" + "3001" + "ff" + "cd"
+    assert len(got) == 1 and got[0].ok and idreader.parse_card(got[0].data).id_number == card.id_number
     with pytest.raises(FrameError):
         idreader.parse_card(b"\x01\x00\x00")
 
@@ -136,30 +135,30 @@ def test_scanner_lines() -> None:
 
 def test_gate_over_a_pty_counts_only_confirmed_passes(tmp_path: Path) -> None:
     sim = TurnstileSim(pass_delay=0.01)
-    records: list[tuple[str, dict[str, object]]] = []
-    with Outbox(tmp_path / "o.db") as ob:
-        used = UsedTickets(tmp_path / "g.db")
-        v = Validator("westlake", KEY.public_key(), used, Capacity(100), lambda: NOW)
-
-        def record(kind: str, body: dict[str, object]) -> None:
-            ob.put(DataClass.TRANSACTION, kind, body)
-            records.append((kind, body))
-
-        gate = GateController("g1", v, used, record)
-        gate.attach(serial.Serial(sim.path, 115200, timeout=0.05))
-        assert gate.on_scan(ticket("P", party=2)).ok
-        assert not gate.on_scan(ticket("P", party=2)).ok
-        wait_for(lambda: [k for k, _ in records].count("gate.pass") == 2, 5, "two confirmed passes")
-        assert used.used("P") and v.capacity.inside == 2
+    clock = ManualClock()
+    lane = GateLane(tmp_path / "g.db", KEY.public_key(), lambda: NOW, limit=100, pass_timeout_s=5,
+                    mono=clock.monotonic)
+    port = serial.Serial(sim.path, 115200, timeout=0.05)
+    drv = TurnstileDriver(port, 1, lane.gate.on_turnstile).start()
+    lane.gate.attach(drv)
+    try:
+        assert lane.gate.on_scan(ticket("P", party=2)).ok
+        assert not lane.gate.on_scan(ticket("P", party=2)).ok
+        wait_for(lambda: lane.kinds().count("gate.pass") == 2, 5, "two confirmed passes")
+        assert lane.used.used("P") and lane.site.capacity.inside == 2
         sim.walk_through = False  # the visitor does not go through
-        gate.pass_timeout_s = 0.1
-        assert gate.on_scan(ticket("Q")).ok
-        time.sleep(0.3)
-        gate.expire()
-        assert not used.used("Q") and gate.on_scan(ticket("Q")).ok, "an unused opening releases the ticket"
+        assert lane.gate.on_scan(ticket("Q")).ok
+        lane.gate.expire()
+        assert not lane.gate.on_scan(ticket("Q")).ok, "still opened for Q: not released before its timeout"
+        clock.advance(5.1)
+        lane.gate.expire()
+        assert not lane.used.used("Q") and lane.gate.on_scan(ticket("Q")).ok, "an unused opening releases the ticket"
         sim.alarm(2)
-        wait_for(lambda: any(k == "gate.alarm" for k, _ in records), 5, "alarm record")
-        kinds = ob.fetch(DataClass.TRANSACTION, 0, limit=100).kind
-        gate.turnstile.close()  # type: ignore[union-attr]
-    sim.close()
-    assert kinds.count("gate.decision") == 4 and kinds.count("gate.pass") == 2
+        wait_for(lambda: "gate.alarm" in lane.kinds(), 5, "alarm record")
+    finally:
+        drv.close()
+        port.close()
+        sim.close()
+    kinds = lane.kinds()
+    assert kinds.count("gate.decision") == 5 and kinds.count("gate.pass") == 2 and kinds.count("gate.not_passed") == 1
+    assert UsedTickets(tmp_path / "g.db").load_inside(NOW.date().isoformat()) == 2, "the count is persisted"

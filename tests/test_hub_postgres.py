@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from tests.helpers import (
     journal_ids,
     outbox_depth,
     wait_for,
+    wait_growth,
 )
 
 PG = os.environ.get("VENUE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -54,9 +54,9 @@ def test_two_workers_one_killed_exactly_once(tmp_path: Path, broker: Broker, pg_
                          name=f"agent{i}", sync={"batch_max_records": 200}) for i in range(3)]
     agents = [agent_proc(c, tmp_path, name=f"agent{i}") for i, c in enumerate(cfgs)]
     try:
-        time.sleep(4)
+        wait_for(lambda: len(pg_pass_ids(pg_url)) > 1000, 60, "both workers storing passes")
         hubs[0].kill9()  # mid-stream: batches it held un-acked come again and land on hubB
-        time.sleep(6)
+        wait_growth(lambda: len(pg_pass_ids(pg_url)), 1500, 60, "hubB to carry on alone")
         for a in agents:
             assert a.terminate() == 0
         drainers = [agent_proc(agent_config(tmp_path, broker.url, device=f"gate-{i}", rate=None, name=f"agent{i}"),

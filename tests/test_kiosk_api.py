@@ -179,14 +179,16 @@ def test_no_full_id_number_anywhere_and_no_image_written(role: tuple[Rig, KioskR
     assert image_files(tmp_path, Path(tempfile.gettempdir()), Path.cwd(), since=started) == []
 
 
-def test_kiosk_example_config_validates_and_builds() -> None:
-    from edge_agent import producers
-    from edge_agent.config import load_config
+def test_kiosk_example_config_validates_and_builds(tmp_path: Path) -> None:
+    from edge_agent.core.ports import Context
+    from edge_agent.registry import REGISTRY, load_config
+    from edge_agent.store import Outbox
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "edge_agent" / "examples" / "hotel-kiosk.toml")
     kiosk = [p for p in cfg.producers if p.type == "kiosk"]
     assert cfg.device.role == "kiosk" and len(kiosk) == 1 and kiosk[0].host == "127.0.0.1"
-    assert producers.build(kiosk[0], 1).name == kiosk[0].name
+    with Outbox(tmp_path / "o.db") as ob:
+        assert REGISTRY.build(kiosk[0], Context(ob)).name == kiosk[0].name
     assert json.loads(kiosk[0].model_dump_json())["printer"]["kind"] == "serial"
 
 

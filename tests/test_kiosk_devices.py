@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import random
 import stat
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +27,8 @@ from edge_agent.kiosk.pms import SqlitePms
 from edge_agent.kiosk.printer import EscposPrinter, make_escpos
 from edge_agent.kiosk.privacy import KeyFileError, Vault, load_key, mask_id, open_sealed, seal
 from edge_agent.kiosk.sim import DispenserSim, PaymentSandbox, PrinterSim, id_photo, sample_card
-from hil_tests.simulators.idreader import IdReaderSim
+from edge_agent.sim.idreader import IdReaderSim
+from tests.helpers import wait_for
 
 KEY = b"k" * 32
 GRANT = kc.Grant("1208", 7, 1_700_000_000, 1_700_172_800)
@@ -180,10 +180,8 @@ def test_printer_paper_out_before_and_unplugged(printer_sim: PrinterSim) -> None
     try:
         assert pr.health() == "ok"
         pr.print_receipt(["Room 1208"])
-        deadline = time.monotonic() + 5
-        while not printer_sim.receipts and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert printer_sim.receipts and "Room 1208" in printer_sim.receipts[0]
+        wait_for(lambda: printer_sim.receipts, 5, "the receipt at the printer", every=0.02)
+        assert "Room 1208" in printer_sim.receipts[0]
         printer_sim.paper = "low"
         assert pr.health() == "low"
         printer_sim.paper = "out"

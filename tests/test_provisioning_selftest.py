@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from edge_agent.config.models import AgentConfig
-from hil_tests.simulators.display import DisplaySim
-from hil_tests.simulators.idreader import IdReaderSim
-from hil_tests.simulators.pty import PtyPair
-from hil_tests.simulators.turnstile import TurnstileSim
+from edge_agent.registry import AgentConfig
+from edge_agent.sim.display import DisplaySim
+from edge_agent.sim.idreader import IdReaderSim
+from edge_agent.sim.pty import PtyPair
+from edge_agent.sim.turnstile import TurnstileSim
 from provisioning import pki
 from provisioning.ca import CertificateAuthority
 from provisioning.selftest import FAIL, PASS, WARN, Check, certificate, passed, report_body, run_selftest, table

@@ -10,15 +10,16 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from edge_agent.config.models import ToiletRoleConfig
+from edge_agent.core.ports import Context
 from edge_agent.records import DataClass
+from edge_agent.sim.display import DisplaySim
+from edge_agent.sim.modbus import ModbusSim
+from edge_agent.sim.scanner import ScannerSim
 from edge_agent.store import Outbox
 from edge_agent.toilet import profiles
+from edge_agent.toilet.config import ToiletRoleConfig
 from edge_agent.toilet.role import ToiletRole
 from edge_agent.toilet.rules import M_NH3, Limits, Rules, ppm_to_mg_m3
-from hil_tests.simulators.display import DisplaySim
-from hil_tests.simulators.modbus import ModbusSim
-from hil_tests.simulators.scanner import ScannerSim
 from tests.helpers import outbox_records, wait_for
 
 
@@ -76,10 +77,10 @@ def test_toilet_role_polls_alerts_cleans_and_shows_free_stalls(tmp_path: Path) -
         "flow": {"sensor": "flow", "point": "visitors_total"},
         "staff_reader": tags.path, "display": {"port": disp.path}})
     sim.set(10, 2, 7, 1)  # paper level switch: 1 = enough (active-low "low" input)
-    role = ToiletRole(cfg, 1)
     stop = threading.Event()
     ob = Outbox(tmp_path / "o.db")
-    t = threading.Thread(target=role.run, args=(ob, stop))
+    role = ToiletRole(cfg, Context(ob))
+    t = threading.Thread(target=role.run, args=(stop,))
     t.start()
 
     def records(cls: DataClass, kind: str) -> list[dict[str, Any]]:
@@ -119,12 +120,15 @@ def test_toilet_role_polls_alerts_cleans_and_shows_free_stalls(tmp_path: Path) -
     ob.close()
 
 
-def test_unknown_profile_or_register_is_a_clear_error() -> None:
+def test_unknown_profile_or_register_is_a_clear_error(tmp_path: Path) -> None:
     base = {"type": "toilet", "port": "loop://", "sensors": [{"name": "th", "profile": "xy-md02"}]}
-    with pytest.raises(ValueError, match="unknown profile"):
-        ToiletRole(ToiletRoleConfig.model_validate({**base, "sensors": [{"name": "x", "profile": "nope"}]}), 1)
-    with pytest.raises(ValueError, match="no register"):
-        ToiletRole(ToiletRoleConfig.model_validate({**base, "stalls": {"s1": {"sensor": "th", "point": "di0"}}}), 1)
+    with Outbox(tmp_path / "o.db") as ob:
+        with pytest.raises(ValueError, match="unknown profile"):
+            ToiletRole(ToiletRoleConfig.model_validate({**base, "sensors": [{"name": "x", "profile": "nope"}]}),
+                       Context(ob))
+        with pytest.raises(ValueError, match="no register"):
+            ToiletRole(ToiletRoleConfig.model_validate({**base, "stalls": {"s1": {"sensor": "th", "point": "di0"}}}),
+                       Context(ob))
 
 
 @given(st.binary(max_size=200))
@@ -135,7 +139,7 @@ def test_fuzz_modbus_simulator_frame_sync(data: bytes) -> None:
     answered. (RTU has no sync byte: noise ending in a CRC-valid 8-byte window can swallow the first try, as
     on a real bus, where the master times out and repeats.)"""
     from edge_agent.drivers.turnstile import crc16
-    from hil_tests.simulators.modbus import with_crc
+    from edge_agent.sim.modbus import with_crc
 
     sim = ModbusSim.__new__(ModbusSim)
     sim.buf, sim.requests, sim.echo, sim.delay, sim.devices = bytearray(), 0, False, 0.0, {}

@@ -195,9 +195,9 @@ def test_vision_producer_feeds_the_outbox(tmp_path: Path, snapshots: bool) -> No
     import json
     import threading
 
-    from edge_agent.config.models import AgentConfig
-    from edge_agent.producers import build
+    from edge_agent.core.ports import Context
     from edge_agent.records import DataClass
+    from edge_agent.registry import REGISTRY, AgentConfig
     from edge_agent.store import Outbox
     from tests.helpers import outbox_records
 
@@ -206,10 +206,10 @@ def test_vision_producer_feeds_the_outbox(tmp_path: Path, snapshots: bool) -> No
         "producers": [{"type": "vision", "name": "door", "source": str(TUD), "interval_s": 30,
                        "lines": [{"name": "door", "points": [320, 0, 320, 480]}],
                        **({"snapshot_dir": str(tmp_path / "snaps"), "snapshot_keep": 3} if snapshots else {})}]})
-    prod = build(cfg.producers[0], boot=1)
     stop = threading.Event()
     with Outbox(tmp_path / "o.db") as ob:
-        t = threading.Thread(target=prod.run, args=(ob, stop))
+        prod = REGISTRY.build(cfg.producers[0], Context(ob, boot=1))
+        t = threading.Thread(target=prod.run, args=(stop,))
         t.start()
         try:
             from tests.helpers import wait_for
@@ -241,17 +241,18 @@ def test_unavailable_camera_is_reported_not_fatal(tmp_path: Path) -> None:
     import json
     import threading
 
-    from edge_agent.config.models import VisionProducerConfig
-    from edge_agent.producers.vision import VisionProducer
+    from edge_agent.core.ports import Context
     from edge_agent.records import DataClass
     from edge_agent.store import Outbox
+    from edge_agent.vision.config import VisionProducerConfig
+    from edge_agent.vision.producer import VisionProducer
     from tests.helpers import wait_for
 
     cfg = VisionProducerConfig.model_validate({"type": "vision", "source": str(tmp_path / "gone.mp4"),
                                               "lines": [{"name": "l", "points": [0, 0, 1, 1]}]})
     stop = threading.Event()
     with Outbox(tmp_path / "o.db") as ob:
-        t = threading.Thread(target=VisionProducer(cfg, 1).run, args=(ob, stop))
+        t = threading.Thread(target=VisionProducer(cfg, Context(ob)).run, args=(stop,))
         t.start()
         try:
             rows = wait_for(lambda: ob.fetch(DataClass.STATE, 0).body, 30, "camera state")
@@ -297,7 +298,7 @@ def test_dropped_http_stream_is_reopened_with_backoff(caplog: pytest.LogCaptureF
 
     import cv2
 
-    from edge_agent.sync.backoff import Backoff
+    from edge_agent.core.backoff import Backoff
     from edge_agent.vision.sources import video
 
     connections: list[int] = []

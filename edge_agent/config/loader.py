@@ -1,4 +1,8 @@
-"""Read TOML or YAML configuration and explain validation errors with key path, line and value."""
+"""Read TOML or YAML configuration and explain validation errors with key path, line and value.
+
+Generic over the model: edge_agent.registry.load_config(path) reads the agent's config with it. Raises
+ConfigError (a ValueError) listing every problem found, each with key path, line and value.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,12 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from edge_agent.config.models import AgentConfig
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -112,9 +116,10 @@ def _line_of(loc: tuple[str, ...], lines: dict[tuple[str, ...], int]) -> int | N
     return None
 
 
-def validate(data: dict[str, Any], lines: dict[tuple[str, ...], int], source: str) -> AgentConfig:
+def validate(model: type[M], data: dict[str, Any], lines: dict[tuple[str, ...], int], source: str) -> M:
+    """data as `model`, or ConfigError naming every bad key with its line in the document."""
     try:
-        return AgentConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as err:
         issues = []
         for e in err.errors():
@@ -125,8 +130,8 @@ def validate(data: dict[str, Any], lines: dict[tuple[str, ...], int], source: st
         raise ConfigError(source, issues) from None
 
 
-def load_config(path: str | Path) -> AgentConfig:
-    """Load and validate a .toml, .yaml or .yml file; raise ConfigError naming every bad key."""
+def load(path: str | Path, model: type[M]) -> M:
+    """Load a .toml, .yaml or .yml file and validate it as `model`; raise ConfigError naming every bad key."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -139,5 +144,4 @@ def load_config(path: str | Path) -> AgentConfig:
         data, lines = parse_text(text, fmt)
     except ConfigError as err:
         raise ConfigError(str(p), err.issues) from None
-    cfg = validate(data, lines, str(p))
-    return cfg
+    return validate(model, data, lines, str(p))

@@ -1,4 +1,5 @@
-"""LED/LCD occupancy display over serial: a line-based text protocol defined by this project.
+"""LED/LCD occupancy display over serial: a line-based text protocol defined by this project
+(docs/display-protocol.md, with a worked example pinned in tests/test_protocols.py).
 
 Frame (ASCII framing, text in the board's encoding, GB2312 by default as on common Chinese LED boards):
     $T,<row>,<colour>,<text>*<XOR checksum, 2 hex digits>\r\n   show text on row 0..9 (colour R/G/Y)

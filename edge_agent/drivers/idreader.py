@@ -1,10 +1,14 @@
-"""Chinese 2nd-generation ID card reader (GB/T-style SAM module protocol) over serial.
+"""Chinese 2nd-generation ID card reader (the SAM module protocol of GA 467-style readers) over serial.
 
-Frame: AA AA AA 96 69 | LEN (2, big-endian: bytes after LEN, checksum included) | SW1 SW2 SW3 |
-data | CHK (XOR of the LEN bytes through the last data byte). Host commands carry CMD PARA instead of
-the status bytes. Status 00 00 90 = success. "Read text and photo" (30 01) returns
-[text len 2][photo len 2][text (UCS-2 LE)][photo (WLT from the chip; some readers deliver JPEG/BMP)].
-The photo is handed over in memory (IdCard.photo) and never written anywhere by this module.
+As the vendors document it ("身份证阅读器模块SAM通讯协议", pinned in tests/test_protocols.py):
+    host → reader: AA AA AA 96 69 | LEN (2, big-endian) | CMD | PARA | data | CHK
+    reader → host: AA AA AA 96 69 | LEN (2, big-endian) | SW1 SW2 SW3 | data | CHK
+LEN counts every byte after it, CHK included; CHK is the XOR of LEN through the last data byte. A card is read
+in three steps: FIND (20 01; SW3 9F = found, 80 = no card), SELECT (20 02; 90 = selected, 81 = not), READ
+(30 01; 90 = success) which returns [text len 2][photo len 2][text (UCS-2 LE)][photo (WLT from the chip; some
+readers deliver JPEG/BMP)]. The photo is handed over in memory (IdCard.photo) and never written anywhere by this
+module. Raises DeviceTimeout (no answer) and FrameError (a status the step does not expect, a card block that
+does not decode).
 """
 
 from __future__ import annotations
@@ -18,24 +22,18 @@ from edge_agent.drivers.serialio import read_available
 
 PREAMBLE = b"\xaa\xaa\xaa\x96\x69"
 OK = b"\x00\x00\x90"
+FOUND, NO_CARD, NOT_SELECTED = 0x9F, 0x80, 0x81  # SW3 of FIND and SELECT
 MAX_LEN = 4096
-CMD_FIND, CMD_SELECT, CMD_READ = b"\x20\x01", b"\x20\x02", b"\x30\x01"
+CMD_FIND, CMD_SELECT, CMD_READ = b"\x20\x01", b"\x20\x02", b"\x30\x01"  # CMD, PARA
 # Text block layout in bytes (UCS-2 LE): name, sex, nation, birth, address, id, issuer, valid from/to.
 FIELDS = (("name", 30), ("sex", 2), ("nation", 4), ("birth", 16), ("address", 70), ("id_number", 36),
           ("issuer", 30), ("valid_from", 16), ("valid_to", 16))
 
 
-def build(head: bytes, data: bytes = b"") -> bytes:
-    """A frame with a 3-byte head (status for responses, CMD+PARA+pad for commands)."""
-    body = head + data
-    length = (len(body) + 1).to_bytes(2, "big")
-    return PREAMBLE + length + body + bytes([xor(length + body)])
-
-
-def command(cmd: bytes, para: int = 0xFF) -> bytes:
-    """Host → reader: AA AA AA 96 69 00 03 CMD PARA CHK."""
-    length = b"\x00\x03"
-    return PREAMBLE + length + cmd + bytes([para]) + bytes([xor(length + cmd + bytes([para]))])
+def command(cmd_para: bytes, data: bytes = b"") -> bytes:
+    """Host → reader: AA AA AA 96 69 | LEN | CMD PARA | data | CHK (FIND is AA AA AA 96 69 00 03 20 01 22)."""
+    body = (len(cmd_para) + len(data) + 1).to_bytes(2, "big") + cmd_para + data
+    return PREAMBLE + body + bytes([xor(body)])
 
 
 @dataclass(frozen=True)
@@ -46,6 +44,10 @@ class Response:
     @property
     def ok(self) -> bool:
         return self.status == OK
+
+    @property
+    def sw3(self) -> int:
+        return self.status[2]
 
 
 class StreamParser:
@@ -110,15 +112,6 @@ def parse_card(data: bytes) -> IdCard:
     return IdCard(**values, photo=data[4 + text_len:4 + text_len + photo_len])
 
 
-def encode_card(card: IdCard, photo: bytes = b"\x00" * 1024) -> bytes:
-    """The READ response data a reader sends for this card (used by the simulator); the card's own photo,
-    when it has one, replaces `photo`."""
-    photo = card.photo or photo
-    text = b"".join(getattr(card, n).ljust(size // 2)[: size // 2].encode("utf-16-le") for n, size in FIELDS)
-    text += b"\x20\x00" * ((256 - len(text)) // 2)  # reserved tail, UCS-2 spaces
-    return len(text).to_bytes(2, "big") + len(photo).to_bytes(2, "big") + text + photo
-
-
 class Reader:
     """Host side: poll for a card (FIND → SELECT → READ) on a serial transport; one request at a time."""
 
@@ -135,8 +128,21 @@ class Reader:
         raise DeviceTimeout(f"ID reader did not answer command {cmd.hex()}")
 
     def poll(self) -> IdCard | None:
-        """The card on the reader, or None when there is none. FrameError for an unreadable card."""
-        if not self._request(CMD_FIND).ok or not self._request(CMD_SELECT).ok:
+        """The card on the reader, or None when there is none (or it was taken away between the steps).
+        FrameError for any other status (a command the reader refused) or an unreadable card."""
+        found = self._request(CMD_FIND)
+        if found.sw3 == NO_CARD:
             return None
+        self._expect(found, FOUND, "FIND")
+        selected = self._request(CMD_SELECT)
+        if selected.sw3 == NOT_SELECTED:
+            return None
+        self._expect(selected, OK[2], "SELECT")
         r = self._request(CMD_READ)
-        return parse_card(r.data) if r.ok else None
+        self._expect(r, OK[2], "READ")
+        return parse_card(r.data)
+
+    @staticmethod
+    def _expect(r: Response, sw3: int, step: str) -> None:
+        if r.status != bytes([0, 0, sw3]):
+            raise FrameError(f"ID reader answered {step} with status {r.status.hex()}")

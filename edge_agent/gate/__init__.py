@@ -1,1 +1,1 @@
-"""Ticket gate role: ID numbers, signed tickets, anti-passback, capacity. Pure core, no I/O."""
+"""Ticket gate role: pure cores (ticket rules in tickets.py, site occupancy in site.py) and the role shell."""

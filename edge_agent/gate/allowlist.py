@@ -17,7 +17,22 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_agent.gate.idnumber import normalise
+from edge_agent.core.idnumber import normalise
+from edge_agent.core.sqlite import transaction
+from edge_agent.store.migrations import Migration, migrate
+
+# Databases made before migrations existed already hold these tables: IF NOT EXISTS adopts them.
+MIGRATIONS: list[Migration] = [
+    ("0001_allow", [
+        "CREATE TABLE IF NOT EXISTS allow (idh BLOB PRIMARY KEY, ticket TEXT, date TEXT, slot TEXT, party INTEGER)",
+        "CREATE TABLE IF NOT EXISTS allow_meta (k TEXT PRIMARY KEY, v)",
+        # A list too big for one command (64 KiB) arrives in parts, staged here until all have come.
+        "CREATE TABLE IF NOT EXISTS allow_stage (part INTEGER, idh BLOB, ticket TEXT, date TEXT, slot TEXT,"
+        " party INTEGER)",
+        "CREATE TABLE IF NOT EXISTS allow_parts (version INTEGER, part INTEGER, parts INTEGER,"
+        " PRIMARY KEY (version, part))",
+    ]),
+]
 
 
 @dataclass(frozen=True)
@@ -37,14 +52,7 @@ class AllowList:
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
-        self.conn.execute("CREATE TABLE IF NOT EXISTS allow (idh BLOB PRIMARY KEY, ticket TEXT, date TEXT, slot TEXT,"
-                          " party INTEGER)")
-        self.conn.execute("CREATE TABLE IF NOT EXISTS allow_meta (k TEXT PRIMARY KEY, v)")
-        # A list too big for one command (64 KiB) arrives in parts, staged here until all have come.
-        self.conn.execute("CREATE TABLE IF NOT EXISTS allow_stage (part INTEGER, idh BLOB, ticket TEXT, date TEXT,"
-                          " slot TEXT, party INTEGER)")
-        self.conn.execute("CREATE TABLE IF NOT EXISTS allow_parts (version INTEGER, part INTEGER, parts INTEGER,"
-                          " PRIMARY KEY (version, part))")
+        migrate(self.conn, MIGRATIONS)
 
     def digest(self, id_number: str) -> bytes:
         return hmac.new(self.key, normalise(id_number).encode(), hashlib.sha256).digest()
@@ -60,17 +68,12 @@ class AllowList:
         with self._lock:
             if version <= self.version:
                 return False
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                self.conn.execute("DELETE FROM allow")
-                self.conn.execute("DELETE FROM allow_stage")  # an unfinished older list in parts is void now
-                self.conn.execute("DELETE FROM allow_parts")
-                self.conn.executemany("INSERT OR REPLACE INTO allow VALUES (?,?,?,?,?)", rows)
-                self.conn.execute("INSERT OR REPLACE INTO allow_meta VALUES ('version', ?)", (version,))
-                self.conn.execute("COMMIT")
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
+            with transaction(self.conn) as c:
+                c.execute("DELETE FROM allow")
+                c.execute("DELETE FROM allow_stage")  # an unfinished older list in parts is void now
+                c.execute("DELETE FROM allow_parts")
+                c.executemany("INSERT OR REPLACE INTO allow VALUES (?,?,?,?,?)", rows)
+                c.execute("INSERT OR REPLACE INTO allow_meta VALUES ('version', ?)", (version,))
         return True
 
     def stage(self, entries: Iterable[Entry], version: int, part: int, parts: int) -> int | None:
@@ -83,13 +86,10 @@ class AllowList:
         with self._lock:
             if version <= self.version:
                 return None
-            c = self.conn
-            c.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(self.conn) as c:
                 staged = c.execute("SELECT max(version), max(parts) FROM allow_parts").fetchone()
                 if staged[0] is not None and (version < staged[0] or (version == staged[0] and parts != staged[1])):
-                    c.execute("ROLLBACK")
-                    return None
+                    return None  # nothing written: the commit changes nothing
                 if staged[0] is not None and version > staged[0]:  # a newer list replaces an unfinished one
                     c.execute("DELETE FROM allow_stage")
                     c.execute("DELETE FROM allow_parts")
@@ -104,11 +104,6 @@ class AllowList:
                     c.execute("INSERT OR REPLACE INTO allow_meta VALUES ('version', ?)", (version,))
                     c.execute("DELETE FROM allow_stage")
                     c.execute("DELETE FROM allow_parts")
-                c.execute("COMMIT")
-            except BaseException:
-                if c.in_transaction:
-                    c.execute("ROLLBACK")
-                raise
         return missing
 
     def lookup(self, id_number: str) -> Entry | None:

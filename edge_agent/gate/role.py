@@ -3,110 +3,81 @@ rules → turnstile, an occupancy display, capacity alerts; every decision a `tr
 
 Records (all transactions unless noted): gate.decision (every scan, with the reason), gate.pass (a pass
 the turnstile confirmed), gate.exit, gate.not_passed (opened, nobody came), gate.fault, gate.alarm,
-gate.capacity_alert, and the state `gate.occupancy`. ID numbers never appear in records or logs
+gate.capacity_alert, gate.day_start, and the state `gate.occupancy`. ID numbers never appear in records or logs
 (masked); the allow-list holds only keyed hashes.
+
+This is the shell: it opens the ports, starts the readers and writes what the pure cores decide (the ticket
+rules in tickets.py, the site's occupancy, capacity and venue day in site.py). Raised from run(): a port that
+cannot be opened (OSError), so the supervisor restarts the role within its budget.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import logging
 import threading
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge_agent.config.models import GateRoleConfig
-from edge_agent.drivers import DeviceTimeout, FrameError
+from edge_agent.core.ports import CommandError, Context, Handler, Sink
 from edge_agent.drivers.display import Board, occupancy_rows
 from edge_agent.drivers.gpio import open_line
-from edge_agent.drivers.idreader import Reader
 from edge_agent.drivers.serialio import open_port, read_lines
+from edge_agent.drivers.turnstile import DryContactTurnstile, TurnstileDriver
+from edge_agent.gate import readers
 from edge_agent.gate.allowlist import AllowList, Entry
+from edge_agent.gate.config import GateLaneConfig, GateRoleConfig, public_key_bytes
 from edge_agent.gate.controller import GateController
-from edge_agent.gate.idnumber import mask
 from edge_agent.gate.passback import UsedTickets
+from edge_agent.gate.site import Alert, DayStart, Event, Occupancy, Passed, Save, Site, Used
 from edge_agent.gate.tickets import Capacity, Validator
-from edge_agent.producers import Sink
-from edge_agent.producers.local import BUS
 from edge_agent.records import DataClass
-from edge_agent.sync.downlink import CommandError
 
 logger = logging.getLogger(__name__)
 
 
 def load_public_key(text: str) -> Ed25519PublicKey:
-    """Raw 32-byte key, base64 (standard or url-safe) or hex."""
-    raw: bytes | None = None
-    t = text.strip()
-    try:
-        raw = bytes.fromhex(t) if len(t) == 64 else base64.b64decode(t + "=" * (-len(t) % 4), altchars=b"-_")
-    except ValueError:
-        raw = None
-    if raw is None or len(raw) != 32:
-        raise ValueError("public_key must be a raw 32-byte Ed25519 key in base64 or hex")
-    return Ed25519PublicKey.from_public_bytes(raw)
+    """Raw 32-byte key, base64 (standard or url-safe) or hex; ValueError otherwise."""
+    return Ed25519PublicKey.from_public_bytes(public_key_bytes(text))
 
 
-class Repeat:
-    """A code or card held at a reader is read again and again: True only for a value that is new or
-    was last seen more than `hold_s` ago."""
+class Ledger:
+    """The site under the gate's lock: each tick's tickets used and day count are stored in one transaction
+    while the lock is held (no one is ever in neither pending nor used), then its records are written."""
 
-    def __init__(self, hold_s: float) -> None:
-        self.hold_s = hold_s
-        self.last: tuple[str, float] = ("", 0.0)
+    def __init__(self, site: Site, used: UsedTickets, lock: threading.RLock, now: Callable[[], dt.datetime],
+                 write: Callable[[Event], Any]) -> None:
+        self.site, self.used, self.lock, self.now, self.write = site, used, lock, now, write
 
-    def fresh(self, value: str) -> bool:
-        now = time.monotonic()
-        if value == self.last[0] and now - self.last[1] < self.hold_s:
-            return False
-        self.last = (value, now)
-        return True
-
-
-def qr_decoder() -> Callable[[Any], str]:
-    """frame (BGR or grey ndarray) -> the first QR code's text, or "".
-
-    zxing-cpp when installed (the `gate` extra): on 150 signed tickets shown to a 640×480 frame with
-    perspective, blur and noise it read 149, OpenCV's QRCodeDetector 1 and QRCodeDetectorAruco 3, and it
-    took 1.8 ms a frame against 16 ms. OpenCV's ArUco-based detector is the fallback (on clean generated
-    codes it read 300/300 where the classic detector missed 6%)."""
-    try:
-        import zxingcpp
-    except ImportError:
-        import cv2
-
-        detector = cv2.QRCodeDetectorAruco()
-        return lambda image: detector.detectAndDecode(image)[0] or ""
-    fmt: Any = zxingcpp.BarcodeFormat.QRCode  # one format; the stubs only name the set type
-
-    def read(image: Any) -> str:
-        found = zxingcpp.read_barcodes(image, formats=fmt)
-        return found[0].text if found else ""
-
-    return read
+    def feed(self, inputs: Iterable[Passed] = ()) -> None:
+        with self.lock:
+            events = self.site.tick(self.now(), inputs)
+            self.used.passed([(e.ticket, e.gate) for e in events if isinstance(e, Used)],
+                             [(e.day, e.inside) for e in events if isinstance(e, Save)])
+        for e in events:
+            self.write(e)
 
 
 class GateRole:
-    def __init__(self, cfg: GateRoleConfig, boot: int) -> None:
-        self.cfg, self.boot, self.name = cfg, boot, cfg.name
+    def __init__(self, cfg: GateRoleConfig, ctx: Context) -> None:
+        self.cfg, self.ctx, self.name = cfg, ctx, cfg.name
         self.key = load_public_key(cfg.public_key)
         self.allow: AllowList | None = None
         self._allow_lock = threading.Lock()
-        self._display_dirty = threading.Event()
+        self._latest: Occupancy | None = None  # the site's occupancy as last written
+        self._on_board: Occupancy | None = None  # what the board shows (only the role's loop sets it)
         d = cfg.display
         self.board = Board(d.port, d.baud, d.encoding, d.ack) if d else None
 
     def _now(self) -> dt.datetime:
-        from zoneinfo import ZoneInfo
+        return dt.datetime.fromtimestamp(self.ctx.clock.time(), ZoneInfo(self.cfg.timezone))
 
-        return dt.datetime.now(ZoneInfo(self.cfg.timezone))
-
-    def commands(self) -> dict[str, Any]:
+    def commands(self) -> dict[str, Handler]:
         return {"gate.allowlist": self._cmd_allowlist}
 
     def _allowlist(self) -> AllowList:
@@ -140,143 +111,104 @@ class GateRole:
             raise CommandError(f"version {version} is not newer than {allow.version}")
         return {"version": version, "entries": len(entries)}
 
-    def run(self, sink: Sink, stop: threading.Event) -> None:
-        c = self.cfg
-        state = Path(c.state_dir)
-        used = UsedTickets(state / "gate.db")
-        allow = self._allowlist()
-        capacity = Capacity(c.capacity, tuple(c.thresholds))
-        day = [self._now().date().isoformat()]  # the venue day the occupancy counts for
-        capacity.inside = used.load_inside(day[0])
-        validator = Validator(c.venue, self.key, used, capacity, self._now, c.grace_min, allow)
-
-        def record(kind: str, body: dict[str, Any]) -> None:
-            sink.put(DataClass.TRANSACTION, kind, body)
-
-        def changed() -> None:
-            used.save_inside(day[0], capacity.inside)
-            self._display_dirty.set()
-
-        def roll_day() -> None:
-            """At midnight (venue time) the count starts again from the new day's figure (0 unless saved)."""
-            new = self._now().date().isoformat()
-            if new == day[0]:
-                return
-            with validator.lock:
-                closing = capacity.inside
-                used.save_inside(day[0], closing)
-                day[0] = new
-                capacity.inside = used.load_inside(new)
-            # people still counted inside at the close were never counted out: the hub sees the drift
-            record("gate.day_start", {"gate": c.name, "day": new, "inside_at_close": closing})
-            self._display_dirty.set()
-
-        def camera_door(direction: str) -> None:
-            alerts, inside = validator.passed(direction)
-            for level in alerts:
-                record("gate.capacity_alert", {"gate": "camera", "level": level, "inside": inside})
-            changed()
-
-        unsubscribe = [BUS.subscribe(f"vision/{line}", camera_door) for line in c.vision_lines]
-        threads, closers = [], []
-        gates = []
-        for lane in c.lanes:
-            g = GateController(lane.name, validator, used, record, c.pass_timeout_s)
-            g.on_change = changed
-            if lane.turnstile:
-                g.attach(open_port(lane.turnstile, lane.turnstile_baud), lane.turnstile_addr)
-                closers.append(g.turnstile.close)  # type: ignore[union-attr]
-            elif lane.contact:
-                k = lane.contact
-                g.attach_contacts(open_line(k.relay, True, k.relay_active_low),
-                                  open_line(k.sensor, False, k.sensor_active_low, k.debounce_ms), k.pulse_s)
-                closers.append(g.turnstile.close)  # type: ignore[union-attr]
-            gates.append(g)
-            if lane.scanner:
-                threads.append(threading.Thread(target=read_lines, args=(lane.scanner, lane.scanner_baud,
-                                                                         lambda line, g=g: g.on_scan(line.strip()),
-                                                                         stop),
-                                                name=f"scanner:{lane.name}", daemon=True))
-            if lane.idreader:
-                threads.append(threading.Thread(target=self._idreader, args=(g, lane.idreader, lane.idreader_baud,
-                                                                             stop, record),
-                                                name=f"idreader:{lane.name}", daemon=True))
-            if lane.camera_qr:
-                threads.append(threading.Thread(target=self._camera_qr, args=(g, lane.camera_qr, stop, record),
-                                                name=f"qrcam:{lane.name}", daemon=True))
-        for t in threads:
-            t.start()
-        self._display_dirty.set()
-        last_state = None
+    def run(self, stop: threading.Event) -> None:
+        c, sink, clock = self.cfg, self.ctx.sink, self.ctx.clock
+        closers: list[Callable[[], Any]] = []  # undone in reverse, whatever was opened when run() ends
+        threads: list[threading.Thread] = []
+        # The readers stop with the role, whichever way run() ends; `stop` itself is the supervisor's (setting it
+        # here would tell the supervisor the role was stopped on purpose, not that it failed).
+        readers_stop = threading.Event()
+        used = UsedTickets(Path(c.state_dir) / "gate.db")
+        closers.append(used.close)
         try:
+            allow = self._allowlist()
+            closers.append(self._close_allowlist)
+            record = partial(self._record, sink)
+            site = Site(c.name, Capacity(c.capacity, tuple(c.thresholds)), self._now().date().isoformat())
+            site.capacity.inside = used.load_inside(site.day)  # occupancy survives a reboot
+            lock = threading.RLock()
+            validator = Validator(c.venue, self.key, used, site, self._now, c.grace_min, allow, lock)
+            ledger = Ledger(site, used, lock, self._now, partial(self._write, sink))
+            closers += [self.ctx.bus.subscribe(f"vision/{line}", lambda d: ledger.feed([Passed("camera", d)]))
+                        for line in c.vision_lines]
+            gates = [GateController(lane.name, validator, record, lambda p: ledger.feed([p]), c.pass_timeout_s,
+                                    clock.monotonic) for lane in c.lanes]
+            for g, lane in zip(gates, c.lanes, strict=True):
+                closers += self._attach_turnstile(g, lane)
+                threads += self._readers(g, lane, readers_stop, record)
+            for t in threads:
+                t.start()
             while not stop.is_set():
-                roll_day()
+                ledger.feed()  # the venue day rolls over, the occupancy state is written when it changed
                 for g in gates:
                     g.expire()
-                with validator.lock:
-                    inside, full = capacity.inside, not capacity.allows(1)
-                if (inside, full) != last_state:
-                    sink.put(DataClass.STATE, "gate.occupancy", {"inside": inside, "limit": c.capacity,
-                                                                 "full": full}, key=f"occupancy:{c.name}")
-                    last_state = (inside, full)
-                if self._display_dirty.is_set() and self.board is not None:
-                    self._display_dirty.clear()
-                    if not self.board.show(occupancy_rows(inside, c.capacity, full)):
-                        self._display_dirty.set()  # try again on the next round
+                self._show()
                 stop.wait(0.2)
         finally:
-            stop.set()
-            for cancel in unsubscribe:
-                cancel()
+            readers_stop.set()
             for t in threads:
                 t.join(2)
-            for close in closers:
+            for close in reversed(closers):
                 close()
             if self.board is not None:
                 self.board.close()
-            used.close()
-            with self._allow_lock:
-                allow.close()
+
+    def _attach_turnstile(self, g: GateController, lane: GateLaneConfig) -> list[Callable[[], Any]]:
+        """Open the lane's turnstile (RS-485 or dry contacts) and start its driver; returns what closes them."""
+        if lane.turnstile:
+            port = open_port(lane.turnstile, lane.turnstile_baud)
+            drv: TurnstileDriver | DryContactTurnstile = TurnstileDriver(port, lane.turnstile_addr, g.on_turnstile)
+            closers = [port.close]
+        elif lane.contact:
+            k = lane.contact
+            relay = open_line(k.relay, True, k.relay_active_low)
+            sensor = open_line(k.sensor, False, k.sensor_active_low, k.debounce_ms)
+            drv, closers = DryContactTurnstile(relay, sensor, g.on_turnstile, k.pulse_s), []
+        else:
+            return []
+        g.attach(drv.start())
+        return closers + [drv.close]
+
+    def _readers(self, g: GateController, lane: GateLaneConfig, stop: threading.Event,
+                 record: readers.Record) -> list[threading.Thread]:
+        mono = self.ctx.clock.monotonic
+        jobs: list[tuple[str, Callable[..., None], tuple[Any, ...]]] = []
+        if lane.scanner:
+            jobs.append(("scanner", read_lines, (lane.scanner, lane.scanner_baud,
+                                                 lambda line: g.on_scan(line.strip()), stop)))
+        if lane.idreader:
+            jobs.append(("idreader", readers.id_reader, (g, lane.idreader, lane.idreader_baud,
+                                                         self.cfg.idreader_poll_s, stop, record, mono)))
+        if lane.camera_qr:
+            jobs.append(("qrcam", readers.camera_qr, (g, lane.camera_qr, stop, record, mono)))
+        return [threading.Thread(target=fn, args=args, name=f"{kind}:{lane.name}", daemon=True)
+                for kind, fn, args in jobs]
+
+    def _record(self, sink: Sink, kind: str, body: dict[str, Any]) -> None:
+        sink.put(DataClass.TRANSACTION, kind, body)
+
+    def _write(self, sink: Sink, e: Event) -> None:
+        """What the site decided, as records (stored tickets and counts are already persisted)."""
+        if isinstance(e, Alert):
+            self._record(sink, "gate.capacity_alert", {"gate": e.gate, "level": e.level, "inside": e.inside})
+        elif isinstance(e, DayStart):
+            self._record(sink, "gate.day_start", {"gate": self.name, "day": e.day,
+                                                  "inside_at_close": e.inside_at_close})
+        elif isinstance(e, Occupancy):
+            sink.put(DataClass.STATE, "gate.occupancy", {"inside": e.inside, "limit": e.limit, "full": e.full},
+                     key=f"occupancy:{self.name}")
+            self._latest = e
+
+    def _show(self) -> None:
+        """The board shows the latest occupancy; one that fails is tried again on the next round."""
+        e = self._latest
+        if e is None or e == self._on_board or self.board is None:
+            return
+        if self.board.show(occupancy_rows(e.inside, e.limit, e.full)):
+            self._on_board = e
+
+    def _close_allowlist(self) -> None:
+        with self._allow_lock:
+            if self.allow is not None:
+                self.allow.close()
                 self.allow = None
-
-    # ----------------------------------------------------------------- readers
-
-    def _idreader(self, gate: GateController, url: str, baud: int, stop: threading.Event, record: Any) -> None:
-        reader: Reader | None = None
-        repeat = Repeat(5)
-        while not stop.is_set():
-            try:
-                if reader is None:
-                    reader = Reader(open_port(url, baud))
-                card = reader.poll()
-            except (DeviceTimeout, FrameError, OSError) as err:
-                logger.warning("ID reader %s: %s", url, err)
-                record("gate.fault", {"gate": gate.name, "fault": f"idreader: {str(err)[:80]}"})
-                reader = None if isinstance(err, OSError) else reader
-                stop.wait(1)
-                continue
-            if card is None:
-                stop.wait(self.cfg.idreader_poll_s)
-                continue
-            if not repeat.fresh(card.id_number):  # a card left on the reader: once per 5 s
-                continue
-            d = gate.on_id_card(card.id_number)
-            logger.info("gate %s: ID %s → %s", gate.name, mask(card.id_number), d.reason)
-
-    def _camera_qr(self, gate: GateController, source: str, stop: threading.Event, record: Any) -> None:
-        from edge_agent.vision.sources import SourceUnavailable, open_source
-
-        decode = qr_decoder()
-        repeat = Repeat(3)
-        while not stop.is_set():
-            try:
-                for frame in open_source(source):
-                    if stop.is_set():
-                        return
-                    text = decode(frame.image)
-                    if text and repeat.fresh(text):  # the same code held up to the camera: once per 3 s
-                        gate.on_scan(text)
-                return  # a file source (tests, demos) ends
-            except SourceUnavailable as err:
-                record("gate.fault", {"gate": gate.name, "fault": f"qr camera: {str(err)[:80]}"})
-                stop.wait(5)

@@ -121,15 +121,25 @@ class AllowStore(Protocol):
     def lookup(self, id_number: str) -> Any: ...  # an allowlist.Entry or None
 
 
-class Validator:
-    """Offline rules for one site. Gates share it (one capacity); `lock` guards `pending` and the capacity."""
+class Room(Protocol):
+    """The site's people let in but not yet through, against its capacity (gate/site.py's Site)."""
 
-    def __init__(self, venue: str, key: Ed25519PublicKey, used: UsedStore, capacity: Capacity,
-                 clock: Callable[[], dt.datetime], grace_min: int = 15, allow: AllowStore | None = None) -> None:
-        self.venue, self.key, self.used_store, self.capacity = venue, key, used, capacity
+    def room_for(self, persons: int) -> bool: ...
+    def holds(self, ticket: str) -> bool: ...
+    def reserve(self, ticket: str, persons: int) -> None: ...
+    def release(self, ticket: str) -> bool: ...
+
+
+class Validator:
+    """Offline rules for one site. Gates share it and its `lock`, which also guards the site's occupancy (the
+    role ticks the site under it), so no two lanes let in the last free place."""
+
+    def __init__(self, venue: str, key: Ed25519PublicKey, used: UsedStore, room: Room,
+                 clock: Callable[[], dt.datetime], grace_min: int = 15, allow: AllowStore | None = None,
+                 lock: threading.RLock | None = None) -> None:
+        self.venue, self.key, self.used_store, self.room = venue, key, used, room
         self.clock, self.grace, self.allow = clock, grace_min, allow
-        self.pending: dict[str, int] = {}  # opened, waiting for the turnstile to confirm: persons
-        self.lock = threading.RLock()
+        self.lock = lock or threading.RLock()
 
     def decide(self, qr: str) -> Decision:
         try:
@@ -140,7 +150,7 @@ class Validator:
 
     def decide_id(self, id_number: str) -> Decision:
         """A real-name ticket: the ID card read at the gate against the synced allow-list."""
-        from edge_agent.gate.idnumber import validate
+        from edge_agent.core.idnumber import validate
 
         if validate(id_number) is not None:
             return Decision(False, "bad_id_number")
@@ -152,17 +162,7 @@ class Validator:
     def release(self, ticket: str) -> None:
         """An opened ticket nobody walked through (or the turnstile never opened): it may be used again."""
         with self.lock:
-            self.pending.pop(ticket, None)
-
-    def passed(self, direction: str, also: Callable[[], None] | None = None) -> tuple[list[float], int]:
-        """One person through a turnstile or a camera-counted door: (thresholds newly crossed, inside).
-        `also` runs under the same lock (marking the ticket used), so no one is ever in neither pending
-        nor inside while another lane checks capacity."""
-        with self.lock:
-            if also is not None:
-                also()
-            alerts = self.capacity.passed(1, direction)
-            return alerts, self.capacity.inside
+            self.room.release(ticket)
 
     def check(self, t: Ticket) -> Decision:
         with self.lock:
@@ -178,10 +178,9 @@ class Validator:
             return Decision(False, "wrong_date", t.id)
         if not in_slot(t.slot, now, self.grace):
             return Decision(False, "wrong_slot", t.id)
-        if t.id in self.pending or self.used_store.used(t.id):
+        if self.room.holds(t.id) or self.used_store.used(t.id):
             return Decision(False, "already_used", t.id)
-        # People let in but not yet through the turnstile count against the limit too.
-        if not self.capacity.allows(t.party + sum(self.pending.values())):
+        if not self.room.room_for(t.party):
             return Decision(False, "capacity", t.id)
-        self.pending[t.id] = t.party
+        self.room.reserve(t.id, t.party)
         return Decision(True, "ok", t.id, t.party)

@@ -11,15 +11,9 @@ import base64
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-IDENT = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-
-
-class Base(BaseModel):
-    # The same contract as edge_agent.config.models.Base. Defined here rather than imported: models.py
-    # imports this module for its producer union, so importing the config package from here would cycle.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from edge_agent.config.models import IDENT, Base, RoleConfig
 
 
 class PmsConfig(Base):
@@ -86,7 +80,7 @@ class FaceConfig(Base):
     wlt_symbol: str = Field("unpack", description="Its entry point: int f(const char *wlt, char *bmp, int save).")
 
 
-class KioskConfig(Base):
+class KioskConfig(RoleConfig):
     """Hotel self-check-in kiosk: the touch UI's web server plus its devices; registrations to the hub."""
 
     type: Literal["kiosk"] = Field(description="Producer plugin name.")

@@ -15,13 +15,14 @@ from zoneinfo import ZoneInfo
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from edge_agent.gate.idnumber import check_digit
+from edge_agent.core.idnumber import check_digit
+from edge_agent.core.ports import Context
 from edge_agent.kiosk import sim
 from edge_agent.kiosk.config import KioskConfig
 from edge_agent.kiosk.privacy import load_key
 from edge_agent.kiosk.role import KioskRole, build_devices, build_service
 from edge_agent.kiosk.service import KioskService
-from hil_tests.simulators.idreader import IdReaderSim
+from edge_agent.sim.idreader import IdReaderSim
 
 GUEST_NAME, GUEST_ID, PHONE, CONFIRMATION = "张伟", "110105194912310021", "13800000001", "HX1001"
 OTHER_NAME, OTHER_ID, OTHER_CONFIRMATION = "李娜", "610104199001011234", "HX1002"
@@ -92,9 +93,9 @@ class Rig:
 @contextmanager
 def serve(rig: Rig, sink: Any) -> Iterator[KioskRole]:
     """The kiosk role on the rig's devices, serving its UI on a free loopback port (role.url) until exit."""
-    role = KioskRole(rig.cfg, boot=1, devices=rig.devices)
+    role = KioskRole(rig.cfg, Context(sink, boot=1), devices=rig.devices)
     stop = threading.Event()
-    worker = threading.Thread(target=role.run, args=(sink, stop), name="kiosk-role", daemon=True)
+    worker = threading.Thread(target=role.run, args=(stop,), name="kiosk-role", daemon=True)
     worker.start()
     try:
         if not role.ready.wait(20):

@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from edge_agent.core import idnumber
 from edge_agent.drivers import DeviceTimeout, FrameError
 from edge_agent.drivers import idreader as idr
 from edge_agent.drivers.serialio import open_port
-from edge_agent.gate import idnumber
 from edge_agent.kiosk import DeviceFault, DeviceUnavailable
 from edge_agent.kiosk import keycard as kc
 from edge_agent.kiosk.dispenser import EJECT, TO_BIN, TO_GATE, TO_RF, Crt591

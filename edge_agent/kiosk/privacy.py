@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from edge_agent.gate.idnumber import mask
+from edge_agent.core.idnumber import mask
 
 KEYRING_SERVICE = "smart-venue-edge-kiosk"
 SEAL_INFO = b"svedge kiosk seal v1"

@@ -1,4 +1,4 @@
-"""The kiosk as an agent role: `run(sink, stop)` serves the touch UI (uvicorn, 127.0.0.1 unless configured)
+"""The kiosk as an agent role: `run(stop)` serves the touch UI (uvicorn, 127.0.0.1 unless configured)
 under the agent's supervisor, wipes idle sessions every second and purges old guest records daily.
 
 Records it writes (all transactions): kiosk.registration, kiosk.departure, kiosk.alert; and the state
@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from edge_agent.core.ports import CommandError, Context, Handler
 from edge_agent.kiosk import face as fc
 from edge_agent.kiosk.config import KioskConfig, raw_key
 from edge_agent.kiosk.devices import KeyCardDispenser, OpenCvCamera, SerialIdReader
@@ -67,19 +68,17 @@ def build_service(cfg: KioskConfig, sink: Any, devices: Devices | None = None,
 
 
 class KioskRole:
-    def __init__(self, cfg: KioskConfig, boot: int, devices: Devices | None = None) -> None:
-        self.cfg, self.boot, self.name = cfg, boot, cfg.name
+    def __init__(self, cfg: KioskConfig, ctx: Context, devices: Devices | None = None) -> None:
+        self.cfg, self.ctx, self.name = cfg, ctx, cfg.name
         self.devices = devices
         self.service: KioskService | None = None
         self.server: Any = None
         self.ready = threading.Event()
 
-    def commands(self) -> dict[str, Any]:
+    def commands(self) -> dict[str, Handler]:
         return {"kiosk.health": self._cmd_health}
 
     def _cmd_health(self, args: dict[str, Any]) -> dict[str, Any]:
-        from edge_agent.sync.downlink import CommandError
-
         if self.service is None:
             raise CommandError("the kiosk is not running")
         return self._health(self.service)
@@ -96,12 +95,13 @@ class KioskRole:
         host, port = self.server.servers[0].sockets[0].getsockname()[:2]
         return f"http://{host}:{port}"
 
-    def run(self, sink: Any, stop: threading.Event) -> None:
+    def run(self, stop: threading.Event) -> None:
         import uvicorn
 
         from kiosk_ui.app import create_app
 
-        svc = self.service = build_service(self.cfg, sink, self.devices)
+        sink = self.ctx.sink
+        svc = self.service = build_service(self.cfg, sink, self.devices, self.ctx.clock.time)
         config = uvicorn.Config(create_app(svc), host=self.cfg.host, port=self.cfg.port, log_level="warning",
                                 access_log=False, lifespan="off", server_header=False)
         self.server = uvicorn.Server(config)

@@ -7,7 +7,7 @@
 - PaymentSandbox: the deposit provider's HTTP API (edge_agent/kiosk/payment.py) on a loopback port, with
   idempotency keys and decline / no-answer modes.
 - FrameCamera: frames from images held in memory (the camera seam's fake).
-The ID-card reader simulator is hil_tests/simulators/idreader.py; `sample_card` builds a card for it.
+The ID-card reader simulator is edge_agent/sim/idreader.py; `sample_card` builds a card for it.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from edge_agent.drivers import idreader
 from edge_agent.kiosk import DeviceUnavailable
 from edge_agent.kiosk import dispenser as d
-from hil_tests.simulators.base import PtyDevice
+from edge_agent.sim.base import PtyDevice
+from edge_agent.sim.idreader import Card
 
 FACES = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "faces"
 
@@ -365,6 +365,5 @@ def id_photo(name: str = "obama", quality: int = 70) -> bytes:
     return bytes(jpg)
 
 
-def sample_card(name: str, number: str, photo: bytes = b"", valid_to: str = "20400101") -> idreader.IdCard:
-    return idreader.IdCard(name, "1", "01", "19900101", "演示地址", number, "演示公安局", "20200101", valid_to,
-                           photo=photo)
+def sample_card(name: str, number: str, photo: bytes = b"", valid_to: str = "20400101") -> Card:
+    return Card(name, "1", "01", "19900101", "演示地址", number, "演示公安局", "20200101", valid_to, photo=photo)

@@ -21,6 +21,7 @@ class Worker:
     restarts: deque[float] = field(default_factory=deque)
     failed: bool = False
     last_error: str = ""
+    error: BaseException | None = None  # what it last raised (None: it returned)
 
 
 class Supervisor:
@@ -51,10 +52,10 @@ class Supervisor:
                 w.target(w.stop)
                 if w.stop.is_set():
                     return
-                w.last_error = "returned unexpectedly"
+                w.last_error, w.error = "returned unexpectedly", None
             except Exception as err:
                 logger.exception("worker %s crashed", w.name)
-                w.last_error = f"{type(err).__name__}: {err}"
+                w.last_error, w.error = f"{type(err).__name__}: {err}", err
             if w.stop.is_set():
                 return
             now = self.clock()
@@ -78,6 +79,10 @@ class Supervisor:
         w.stop.set()
         if w.thread:
             w.thread.join(timeout)
+
+    def failed(self) -> list[Worker]:
+        """Workers that exhausted their restart budget."""
+        return [w for w in self.workers.values() if w.failed]
 
     def healthy(self) -> bool:
         return not self.gave_up.is_set() and all(

@@ -9,19 +9,16 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable
 from typing import Any
+
+from edge_agent.core.ports import CommandError, Handler
 
 logger = logging.getLogger(__name__)
 
 MAX_COMMAND_BYTES = 64 * 1024
 NAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,31}$")
 
-Handler = Callable[[dict[str, Any]], dict[str, Any]]
-
-
-class CommandError(Exception):
-    """A command that cannot be carried out; the message goes back to the hub."""
+__all__ = ["CommandError", "CommandRouter", "Handler"]  # CommandError lives in core: roles raise it
 
 
 class CommandRouter:

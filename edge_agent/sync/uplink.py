@@ -26,10 +26,10 @@ from paho.mqtt.properties import Properties
 
 from edge_agent import __version__
 from edge_agent.config.models import DeviceConfig, MqttConfig, SyncConfig
+from edge_agent.core.backoff import Backoff, TokenBucket
 from edge_agent.records import PRIORITY, Block, DataClass
 from edge_agent.store.outbox import Outbox
 from edge_agent.sync import envelope
-from edge_agent.sync.backoff import Backoff, TokenBucket
 from edge_agent.sync.topics import Topics
 
 logger = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.sync.backoff import Backoff
+from edge_agent.core.backoff import Backoff
 
 logger = logging.getLogger(__name__)
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hil_tests.simulators.base import PtyDevice
+from edge_agent.sim.base import PtyDevice
 
 
 class ScannerSim(PtyDevice):

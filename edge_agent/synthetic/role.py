@@ -10,30 +10,32 @@ from __future__ import annotations
 import logging
 import random
 import threading
-import time
 from typing import IO
 
-from edge_agent.config.models import SyntheticProducerConfig
-from edge_agent.producers import Sink
+from edge_agent.core.ports import Context, Handler
 from edge_agent.records import DataClass
 from edge_agent.store import OutboxError
+from edge_agent.synthetic.config import SyntheticProducerConfig
 
 logger = logging.getLogger(__name__)
 
 
 class SyntheticGate:
-    def __init__(self, cfg: SyntheticProducerConfig, boot: int) -> None:
-        self.cfg, self.boot, self.name = cfg, boot, cfg.name
+    def __init__(self, cfg: SyntheticProducerConfig, ctx: Context) -> None:
+        self.cfg, self.ctx, self.boot, self.name = cfg, ctx, ctx.boot, cfg.name
         self.rng = random.Random(cfg.seed)
         self.passes = 0
         self.inside = 0
 
-    def run(self, sink: Sink, stop: threading.Event) -> None:
-        cfg = self.cfg
+    def commands(self) -> dict[str, Handler]:
+        return {}
+
+    def run(self, stop: threading.Event) -> None:
+        cfg, sink, clock = self.cfg, self.ctx.sink, self.ctx.clock
         journal: IO[str] | None = open(cfg.journal, "a", buffering=1) if cfg.journal else None  # noqa: SIM115
         period = 1.0 / cfg.rate_per_s
-        next_at = time.monotonic()
-        window_start = time.time()
+        next_at = clock.monotonic()
+        window_start = clock.time()
         counts = {"in": 0, "out": 0}
         try:
             while not stop.is_set() and (cfg.limit is None or self.passes < cfg.limit):
@@ -51,7 +53,7 @@ class SyntheticGate:
                 self.passes += 1
                 counts[direction] += 1
                 self.inside += 1 if direction == "in" else -1
-                now = time.time()
+                now = clock.time()
                 if now - window_start >= cfg.count_interval_s:
                     sink.put(DataClass.MEASUREMENT, "gate.count",
                              {"gate": cfg.name, "from": window_start, "to": now, **counts})
@@ -59,11 +61,11 @@ class SyntheticGate:
                     counts = {"in": 0, "out": 0}
                     window_start = now
                 next_at += period
-                delay = next_at - time.monotonic()
+                delay = next_at - clock.monotonic()
                 if delay > 0:
                     stop.wait(delay)
                 else:
-                    next_at = time.monotonic()  # fell behind (slow disk): do not burst to catch up
+                    next_at = clock.monotonic()  # fell behind (slow disk): do not burst to catch up
             if not stop.is_set():
                 stop.wait()  # limit reached: stay idle instead of being restarted by the supervisor
         finally:

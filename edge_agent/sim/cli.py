@@ -27,11 +27,11 @@ MODBUS_DEMO = [(1, 4, 1, 235), (1, 4, 2, 550), (2, 3, 6, 30), (3, 3, 6, 0), (20,
 
 
 def start(kinds: list[str]) -> dict[str, Any]:
-    from hil_tests.simulators.display import DisplaySim
-    from hil_tests.simulators.idreader import IdReaderSim
-    from hil_tests.simulators.modbus import ModbusSim
-    from hil_tests.simulators.scanner import ScannerSim
-    from hil_tests.simulators.turnstile import TurnstileSim
+    from edge_agent.sim.display import DisplaySim
+    from edge_agent.sim.idreader import IdReaderSim
+    from edge_agent.sim.modbus import ModbusSim
+    from edge_agent.sim.scanner import ScannerSim
+    from edge_agent.sim.turnstile import TurnstileSim
 
     make: dict[str, Callable[[], Any]] = {"turnstile": lambda: TurnstileSim(pass_delay=0.5), "scanner": ScannerSim,
                                           "idreader": IdReaderSim, "display": DisplaySim, "modbus": ModbusSim}
@@ -61,9 +61,9 @@ def snippet(sims: dict[str, Any]) -> str:
 
 
 def demo_card(number: str) -> Any:
-    from edge_agent.drivers import idreader
+    from edge_agent.sim.idreader import Card
 
-    return idreader.IdCard("演示", "1", "01", "19900101", "演示地址", number, "演示机关", "20200101", "20400101")
+    return Card("演示", "1", "01", "19900101", "演示地址", number, "演示机关", "20200101", "20400101")
 
 
 def command(sims: dict[str, Any], line: str) -> str:

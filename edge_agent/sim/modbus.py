@@ -4,14 +4,12 @@ silence for absent addresses or bad CRC (as on a real bus), optional adapter ech
 
 from __future__ import annotations
 
-import time
-
-from edge_agent.drivers.turnstile import crc16
-from hil_tests.simulators.base import PtyDevice
+from edge_agent.sim.base import PtyDevice
+from edge_agent.sim.codec import crc16_modbus
 
 
 def with_crc(body: bytes) -> bytes:
-    return body + crc16(body).to_bytes(2, "little")
+    return body + crc16_modbus(body)
 
 
 class ModbusSim(PtyDevice):
@@ -29,7 +27,7 @@ class ModbusSim(PtyDevice):
         self.buf += chunk
         while len(self.buf) >= 8:  # every request we serve (fc 2/3/4) is 8 bytes
             frame = bytes(self.buf[:8])
-            if crc16(frame[:6]) != int.from_bytes(frame[6:8], "little"):
+            if crc16_modbus(frame[:6]) != frame[6:8]:
                 del self.buf[:1]  # noise: slide until a frame checks out
                 continue
             del self.buf[:8]
@@ -44,8 +42,8 @@ class ModbusSim(PtyDevice):
         if dev not in self.devices:
             return  # absent device: the bus stays quiet
         regs = self.devices[dev].get(fn, {})
-        if self.delay:
-            time.sleep(self.delay)
+        if self.delay and self._stop.wait(self.delay):
+            return
         if fn not in (2, 3, 4) or any(a not in regs for a in range(start, start + count)):
             self.pty.write(with_crc(bytes([dev, fn | 0x80, 2])))  # illegal data address
             return

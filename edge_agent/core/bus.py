@@ -2,6 +2,8 @@
 
 Deliberately small: synchronous callbacks on the publisher's thread, no persistence (what must be
 durable goes through the outbox). A subscriber that raises is logged and does not stop the others.
+One bus per agent, handed to every role in its Context (no process-global state: two agents in one
+process, as in tests, do not hear each other).
 """
 
 from __future__ import annotations
@@ -42,5 +44,3 @@ class LocalBus:
                 logger.exception("local subscriber of %s failed", topic)
         return len(subs)
 
-
-BUS = LocalBus()

@@ -13,18 +13,20 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from edge_agent.config.models import VisionProducerConfig
-from edge_agent.producers import Sink
-from edge_agent.producers.local import BUS
+from edge_agent.core.backoff import Backoff
+from edge_agent.core.ports import Context, Handler, Sink
 from edge_agent.records import DataClass
-from edge_agent.sync.backoff import Backoff
+from edge_agent.vision.config import VisionProducerConfig
 
 logger = logging.getLogger(__name__)
 
 
 class VisionProducer:
-    def __init__(self, cfg: VisionProducerConfig, boot: int) -> None:
-        self.cfg, self.boot, self.name = cfg, boot, cfg.name
+    def __init__(self, cfg: VisionProducerConfig, ctx: Context) -> None:
+        self.cfg, self.ctx, self.name = cfg, ctx, cfg.name
+
+    def commands(self) -> dict[str, Handler]:
+        return {}
 
     def _pipeline(self) -> Any:
         from edge_agent.vision.counting import LineCounter, Zone
@@ -39,11 +41,11 @@ class VisionProducer:
         zones = [Zone(z.name, list(z.polygon)) for z in c.zones]
         return Pipeline(det, lines, zones, gate=None if c.every_frame else GateConfig(stride=c.stride))
 
-    def run(self, sink: Sink, stop: threading.Event) -> None:
+    def run(self, stop: threading.Event) -> None:
         from edge_agent.vision.pipeline import Aggregator
         from edge_agent.vision.sources import SourceUnavailable, open_source
 
-        c = self.cfg
+        c, sink = self.cfg, self.ctx.sink
         pipe = self._pipeline()
         agg = Aggregator(c.interval_s)
         backoff = Backoff(1, 60)
@@ -63,7 +65,7 @@ class VisionProducer:
                     if r.crossings and c.snapshot_dir is not None:
                         self._snapshot(frame, r, pipe)
                     for x in r.crossings:  # e.g. a gate role adding camera-counted doors to its occupancy
-                        BUS.publish(f"vision/{c.name}/{x.line}", x.direction)
+                        self.ctx.bus.publish(f"vision/{c.name}/{x.line}", x.direction)
                     if c.emit_crossings:
                         for x in r.crossings:
                             sink.put(DataClass.MEASUREMENT, "vision.crossing",

@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import threading
-import time
 import uuid
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -25,12 +24,10 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.config.models import NodesConfig
-from edge_agent.producers import Sink
-from edge_agent.producers.local import BUS
+from edge_agent.core.ports import CommandError, Context, Handler, Sink
+from edge_agent.nodes.config import NodesConfig
 from edge_agent.records import DataClass
 from edge_agent.store.outbox import OutboxClosed, OutboxFull
-from edge_agent.sync.downlink import CommandError
 
 logger = logging.getLogger(__name__)
 
@@ -75,12 +72,12 @@ def parse_batch(payload: bytes | bytearray) -> tuple[str, list[tuple[int, float 
 
 
 class NodesProducer:
-    def __init__(self, cfg: NodesConfig, boot: int) -> None:
-        self.cfg, self.boot, self.name = cfg, boot, cfg.name
+    def __init__(self, cfg: NodesConfig, ctx: Context) -> None:
+        self.cfg, self.ctx, self.name = cfg, ctx, cfg.name
         self.client: mqtt.Client | None = None
         self._waiting: dict[str, Future[dict[str, Any]]] = {}
 
-    def commands(self) -> dict[str, Any]:
+    def commands(self) -> dict[str, Handler]:
         return {"node.config": self._cmd_config}
 
     def _topic(self, node: str, leaf: str) -> str:
@@ -93,8 +90,8 @@ class NodesProducer:
 
     # ------------------------------------------------------------------ run
 
-    def run(self, sink: Sink, stop: threading.Event) -> None:
-        c = self.cfg
+    def run(self, stop: threading.Event) -> None:
+        c, sink = self.cfg, self.ctx.sink
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"edge-agent-{c.name}",
                              protocol=mqtt.MQTTv311, clean_session=True)
         if c.username:
@@ -151,13 +148,13 @@ class NodesProducer:
             stored = sink.put_many(records)
             for (_, ts, kind, values), res in zip(recs, stored, strict=True):
                 if res.ok:  # e.g. a toilet role using this node's stalls and air (not re-sent duplicates)
-                    BUS.publish(f"node/{node}/{kind}", {**values, "ts": ts or time.time()})
+                    self.ctx.bus.publish(f"node/{node}/{kind}", {**values, "ts": ts or self.ctx.clock.time()})
         upto = recs[-1][0] if recs else 0  # parse_batch keeps records in rising seq order
         if upto or rejected:
             self._ack(client, node, ring, upto)
 
     def _ack(self, client: mqtt.Client, node: str, ring: str, upto: int) -> None:
-        body = {"ring": ring, "upto": upto, "now": round(time.time(), 3)}
+        body = {"ring": ring, "upto": upto, "now": round(self.ctx.clock.time(), 3)}
         client.publish(self._topic(node, "ack"), json.dumps(body), qos=1)
 
     def _status(self, sink: Sink, client: mqtt.Client, node: str, payload: bytes | bytearray) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import select
 import threading
 
-from hil_tests.simulators.pty import PtyPair
+from edge_agent.sim.pty import PtyPair
 
 
 class PtyDevice:

@@ -1,0 +1,1 @@
+"""Synthetic scenic-spot gate: demo and fault-test traffic (passes, counts, occupancy) without hardware."""
