@@ -130,16 +130,29 @@ def default_models() -> Path:
     return Path(__file__).resolve().parents[1] / "models"
 
 
+def _manifest_files(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The {file, sha256} entries of a manifest: the model itself, or each part of a multi-model one (face)."""
+    if "file" in doc:
+        return [doc]
+    return [v for v in doc.values() if isinstance(v, dict) and "file" in v and "sha256" in v]
+
+
 def model_checksum(manifest: Path) -> tuple[str, str]:
-    doc = json.loads(manifest.read_text())
-    path = manifest.parent / doc["file"]
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    if h.hexdigest() != doc["sha256"]:
-        return FAIL, f"{path.name}: sha256 {h.hexdigest()[:16]}… but the manifest says {doc['sha256'][:16]}…"
-    return PASS, f"{path.name}: sha256 matches the manifest"
+    entries = _manifest_files(json.loads(manifest.read_text()))
+    if not entries:
+        return FAIL, f"{manifest}: names no model file with a sha256"
+    names = []
+    for entry in entries:
+        path = manifest.parent / entry["file"]
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        if h.hexdigest() != entry["sha256"]:
+            return FAIL, (f"{path.name}: sha256 {h.hexdigest()[:16]}… but the manifest says "
+                          f"{entry['sha256'][:16]}…")
+        names.append(path.name)
+    return PASS, f"{', '.join(names)}: sha256 matches the manifest"
 
 
 def table(rows: list[Check]) -> str:

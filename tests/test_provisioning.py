@@ -261,6 +261,14 @@ def test_the_registry_admits_only_known_active_devices_at_their_site(tmp_path: P
     reg.close()
 
 
+def test_claim_tokens_can_be_typed_as_an_option_value(tmp_path: Path) -> None:
+    """A token is read from the command line: it must never look like an option (a url-safe token starts with
+    '-' one time in 64)."""
+    reg = Registry(str(tmp_path / "hub.db"))
+    tokens = [reg.create_claim(f"gate-{i}", "westlake") for i in range(300)]
+    assert len(set(tokens)) == 300 and not [t for t in tokens if t.startswith("-")]
+
+
 def test_every_provisioning_command_has_help() -> None:
     from provisioning.cli import build_parser
 

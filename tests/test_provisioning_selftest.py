@@ -18,7 +18,18 @@ from edge_agent.sim.pty import PtyPair
 from edge_agent.sim.turnstile import TurnstileSim
 from provisioning import pki
 from provisioning.ca import CertificateAuthority
-from provisioning.selftest import FAIL, PASS, WARN, Check, certificate, passed, report_body, run_selftest, table
+from provisioning.selftest import (
+    FAIL,
+    PASS,
+    WARN,
+    Check,
+    certificate,
+    model_checksum,
+    passed,
+    report_body,
+    run_selftest,
+    table,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEO = ROOT / "tests" / "fixtures" / "pets09_s2l1_view1_480x360.avi"
@@ -77,6 +88,17 @@ def test_answering_devices_pass_and_silent_ones_fail(tmp_path: Path, devices: di
     assert not passed(bad_rows)
     text = table(bad_rows)
     assert "FAILED" in text and text.splitlines()[0].startswith("check")
+
+
+def test_every_file_of_a_multi_model_manifest_is_checked(tmp_path: Path) -> None:
+    """The face check ships two models under one manifest (detector + recogniser): both are verified."""
+    face = tmp_path / "face"
+    shutil.copytree(ROOT / "models" / "face", face)
+    status, detail = model_checksum(face / "manifest.json")
+    assert status == PASS and "yunet" in detail and "sface" in detail
+    (face / "face_recognition_sface_2021dec_int8bq.onnx").write_bytes(b"swapped")
+    status, detail = model_checksum(face / "manifest.json")
+    assert status == FAIL and "sface" in detail and "manifest says" in detail
 
 
 def test_certificate_check(tmp_path: Path) -> None:
