@@ -261,3 +261,27 @@ def test_real_disk_full_on_tmpfs(tiny_tmpfs: Path) -> None:
     with Outbox(db, StorePolicy(budget_bytes=1 << 30)) as ob:  # reopens cleanly on a full disk
         assert len(ob.fetch(DataClass.TRANSACTION, 0, limit=100_000, max_bytes=1 << 30)) == tx_ok
         assert ob.stats()["quarantined"] == []
+
+
+def test_a_late_duplicate_ack_never_deletes_a_newer_skip(tmp_path: Path) -> None:
+    """Skip ids were rowids, handed out again after the newest was deleted: a re-sent batch's second ack
+    then deleted a range never announced (false gaps at the hub). Ids are first seqs now."""
+    with Outbox(tmp_path / "o.db") as ob:
+        ob.put("state", "s", {"v": 1}, key="k")
+        ob.put("state", "s", {"v": 2}, key="k")  # coalesces the first: skip A
+        [a] = ob.pending_skips()
+        ob.ack(DataClass.STATE, [], [a[0]]).result()  # the hub acked the batch that carried A
+        ob.put("state", "s", {"v": 3}, key="k")  # coalesces the second: skip B
+        ob.ack(DataClass.STATE, [], [a[0]]).result()  # the same ack again (the batch was re-sent)
+        pending = ob.pending_skips()
+    assert [(f, la) for _, f, la, _ in pending] == [(a[1] + 1, a[1] + 1)], "B must still be announced"
+
+
+def test_pending_skips_beyond_those_in_flight_are_not_starved(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.db") as ob:
+        for i in range(10):
+            ob.put("state", "s", {"v": i}, key="k")
+        first = ob.pending_skips(limit=4)
+        rest = ob.pending_skips(limit=100, exclude=[s[0] for s in first])
+    assert len(first) == 4 and len(rest) == 5
+    assert {s[0] for s in first}.isdisjoint(s[0] for s in rest)

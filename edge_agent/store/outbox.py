@@ -302,11 +302,17 @@ class Outbox:
             seq, ts, kind, body = seq[:n], ts[:n], kind[:n], body[:n]
         return Block(seq, ts, kind, body)
 
-    def pending_skips(self, limit: int = 64) -> list[tuple[int, int, int, str]]:
-        """(id, first, last, reason) of seq ranges dropped on purpose, to announce to the hub."""
+    def pending_skips(self, limit: int = 256, exclude: Iterable[int] = ()) -> list[tuple[int, int, int, str]]:
+        """(id, first, last, reason) of seq ranges not delivered on purpose, to announce to the hub.
+
+        The id is the range's first seq (never reused). `exclude`: ids already travelling in a batch, so
+        the ones after them are not starved behind a full window.
+        """
+        skip = json.dumps(sorted({int(i) for i in exclude}))
         with self._lock:
             return self._r.execute(
-                "SELECT id, first, last, reason FROM skipped ORDER BY id LIMIT ?", (limit,)).fetchall()
+                "SELECT first, first, last, reason FROM skipped WHERE first NOT IN (SELECT value FROM json_each(?))"
+                " ORDER BY first LIMIT ?", (skip, limit)).fetchall()
 
     def ack(self, cls: DataClass, ranges: Iterable[Iterable[int]], skip_ids: Iterable[int] = ()) -> Future[int]:
         """Delete rows the hub confirmed as committed; the Future gives the number deleted."""
@@ -354,7 +360,8 @@ class Outbox:
         if not rows:
             return 0
         self._bytes -= sum(r[1] + ROW_OVERHEAD for r in rows)
-        conn.executemany("INSERT INTO skipped (first, last, reason) VALUES (?,?,?)",
+        conn.executemany("INSERT INTO skipped VALUES (?,?,?) ON CONFLICT(first) DO UPDATE SET"
+                         " last=max(last, excluded.last)",
                          [(a, b, reason) for a, b in to_ranges([r[0] for r in rows])])
         self._count(conn, f"dropped.{cls.value}.{reason}", len(rows))
         # A newer state replacing an older one is the design, not a loss: debug, not a warning.
@@ -628,7 +635,7 @@ class Outbox:
                 self._bytes -= size + ROW_OVERHEAD * count
                 n += count
         if ack.skip_ids:
-            conn.executemany("DELETE FROM skipped WHERE id=?", [(i,) for i in ack.skip_ids])
+            conn.executemany("DELETE FROM skipped WHERE first=?", [(i,) for i in ack.skip_ids])
         if n:
             self._count(conn, f"acked.{ack.cls.value}", n)
         return n

@@ -352,10 +352,13 @@ class Uplink:
             in_flight_skips = {i for it in self._inflight.values() for i in it.skip_ids}
         while room > 0:
             picked = self._next_rows()
+            skips = self.outbox.pending_skips(exclude=in_flight_skips)
             if picked is None:
-                break
+                if not skips:
+                    break
+                # Drops with no row left to carry them: announce them alone, or the hub sees false gaps.
+                picked = (DataClass.STATE, Block([], [], [], []))
             cls, rows = picked
-            skips = [s for s in self.outbox.pending_skips() if s[0] not in in_flight_skips]
             in_flight_skips.update(s[0] for s in skips)
             self._batch_no += 1
             bid = f"{self.boot:x}-{self._session:x}-{self._batch_no:x}"
