@@ -74,7 +74,7 @@ class Agent:
         self.started_at = time.time()
         self.supervisor = Supervisor()
         self.outbox = Outbox(cfg.store.path, policy_of(cfg.store))
-        self.boot = self.outbox.call(_bump_boot).result()
+        self.boot = self.outbox.boot
         self.uplink: Uplink | None = None
         self.metrics_server: Any = None
         self._commands: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
@@ -280,13 +280,6 @@ class Agent:
         tmp = ov.with_name(ov.name + ".tmp")
         tmp.write_text(json.dumps(deep_merge(current, patch), indent=2))
         os.replace(tmp, ov)
-
-
-def _bump_boot(conn: Any) -> int:
-    row = conn.execute("SELECT value FROM meta WHERE key='boot'").fetchone()
-    boot = (int(row[0]) if row else 0) + 1
-    conn.execute("INSERT OR REPLACE INTO meta VALUES ('boot', ?)", (boot,))
-    return boot
 
 
 def load_or_exit(path: Path) -> AgentConfig:

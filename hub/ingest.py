@@ -15,9 +15,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edge_agent.records import to_ranges
 from edge_agent.sync import envelope
 from edge_agent.sync.topics import PREFIX, Topics, parse
-from hub.db import Backend, DeviceState
+from hub.db import Backend, DeviceState, Ingested
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,8 @@ class HubStats:
     batches: int = 0
     stored: int = 0
     duplicates: int = 0
+    conflicts: int = 0  # records refused: the hub holds another record under the same seq
+    refused: int = 0  # batches refused: a new run that does not start above what the hub holds
     rejected: int = 0
     commits: int = 0
 
@@ -124,12 +127,24 @@ class HubWorker:
             time.sleep(self.slow_s)
         results = self.backend.ingest(batches, states)
         self.stats.commits += 1
-        for b, (stored, dup) in zip(batches, results, strict=True):
+        for b, res in zip(batches, results, strict=True):
             self.stats.batches += 1
-            self.stats.stored += stored
-            self.stats.duplicates += dup
-            ack = envelope.Ack(b.batch, b.cls, b.ranges(), [s[0] for s in b.skipped], stored, dup)
-            self.client.publish(Topics(b.site, b.device, self.prefix).ack, envelope.encode_ack(ack), qos=1)
+            self.stats.stored += res.stored
+            self.stats.duplicates += res.dup
+            self.stats.conflicts += len(res.conflict)
+            self.stats.refused += res.refused_top is not None
+            self.client.publish(Topics(b.site, b.device, self.prefix).ack, envelope.encode_ack(ack_for(b, res)), qos=1)
+
+
+def ack_for(b: envelope.Batch, res: Ingested) -> envelope.Ack:
+    """The ack of one batch: only seqs held with this very record; a refused batch names nothing."""
+    if res.refused_top is not None:
+        return envelope.Ack(b.batch, b.cls, [], [], 0, 0, error="seq_rewind", top=res.refused_top)
+    ranges = b.ranges()
+    if res.conflict:
+        ranges = to_ranges(sorted(set(b.seq) - set(res.conflict)))
+    return envelope.Ack(b.batch, b.cls, ranges, [s[0] for s in b.skipped], res.stored, res.dup,
+                        conflict=to_ranges(res.conflict))
 
 
 def decode_state(site: str, device: str, payload: bytes) -> DeviceState:

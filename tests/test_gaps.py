@@ -12,11 +12,14 @@ from pathlib import Path
 import pytest
 
 from edge_agent.config.models import DeviceConfig, MqttConfig, SyncConfig
+from edge_agent.records import DataClass
 from edge_agent.store import Outbox, StorePolicy
+from edge_agent.sync import envelope
+from edge_agent.sync.topics import Topics
 from edge_agent.sync.uplink import Uplink
 from hub.db import SqliteBackend
 from hub.ingest import HubWorker
-from tests.helpers import Broker, wait_for
+from tests.helpers import Broker, Listener, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -77,3 +80,26 @@ def run_burst(tmp_path: Path, broker: Broker, n: int, round_no: int) -> None:
 def test_burst_repeated_has_no_unexplained_gaps(tmp_path: Path, broker: Broker) -> None:
     for round_no in range(10):
         run_burst(tmp_path, broker, 3000, round_no)
+
+
+def test_an_ack_for_a_batch_not_in_flight_deletes_nothing(tmp_path: Path, broker: Broker) -> None:
+    """Skip ids are first seqs; a restart announcement can start at a seq the previous run coalesced. An
+    ack of the previous run (or a forged one) must not delete the new announcement, nor any row."""
+    ob = Outbox(tmp_path / "ob.db")
+    up = Uplink(ob, DEVICE, MqttConfig(url=broker.url), SyncConfig(ack_timeout_s=60, backlog_rate=0), boot=1)
+    up.start()
+    listener = Listener(broker, "#")
+    try:
+        ob.put("state", "lane", {"v": 1}, key="k")
+        ob.put("state", "lane", {"v": 2}, key="k")  # coalesces the first: a pending skip
+        tx = ob.put("transaction", "gate.pass", {"id": 1}).seq
+        [skip] = ob.pending_skips()
+        wait_for(lambda: up.stats.records_sent >= 2, 10, "the rows in flight (no hub: never acked)")
+        stale = envelope.Ack("1.abcdef-1-1", DataClass.TRANSACTION, [[tx, tx]], [skip[0]], 1, 0)
+        listener.publish(Topics(DEVICE.site, DEVICE.id).ack, envelope.encode_ack(stale))
+        wait_for(lambda: up.stats.stale_acks == 1, 10, "the stale ack to be handled")
+        assert ob.depth() == 2 and ob.pending_skips() == [skip], "a stale ack deleted what it never carried"
+    finally:
+        listener.close()
+        up.stop()
+        ob.close()

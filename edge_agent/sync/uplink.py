@@ -26,7 +26,7 @@ from paho.mqtt.properties import Properties
 
 from edge_agent import __version__
 from edge_agent.config.models import DeviceConfig, MqttConfig, SyncConfig
-from edge_agent.records import PRIORITY, Block, DataClass
+from edge_agent.records import PRIORITY, Block, DataClass, to_ranges
 from edge_agent.store.outbox import Outbox
 from edge_agent.sync import envelope
 from edge_agent.sync.backoff import Backoff, TokenBucket
@@ -50,6 +50,7 @@ class Inflight:
     cls: DataClass
     payload: bytes
     skip_ids: list[int]
+    ranges: list[list[int]]  # seqs of the rows it carries: an ack deletes no others
     sent_at: float
     tries: int = 1
 
@@ -64,6 +65,7 @@ class UplinkStats:
     refusals: int = 0
     puback_failures: int = 0
     bad_acks: int = 0
+    stale_acks: int = 0  # acks of batches not in flight (an earlier session or run, or forged): ignored
     last_ack_at: float = 0.0
 
 
@@ -96,6 +98,7 @@ class Uplink:
         self._inflight: dict[str, Inflight] = {}
         self._mids: dict[int, str] = {}
         self._batch_no = 0
+        self._nonce = os.urandom(3).hex()  # batch ids unique across runs (the boot counter can be rolled back)
         self._live_floor: dict[DataClass, int] = {}
         self._live_cur: dict[DataClass, int] = {}
         self._back_cur: dict[DataClass, int] = {}
@@ -151,11 +154,28 @@ class Uplink:
             self.stats.bad_acks += 1
             logger.warning("rejected ack: %s", err)
             return
+        self._events.put(("ack", ack))  # applied on the network thread, where the in-flight table is read
+        self._wake.set()
+
+    def _apply_ack(self, ack: envelope.Ack) -> None:
+        """Delete what the hub holds, but only rows and skips this very batch carried: an ack from an
+        earlier session or run (or a forged one) must not delete a newer announcement that reuses an id."""
+        with self._lk:
+            item = self._inflight.pop(ack.batch, None)
         if ack.error:
             logger.error("hub rejected batch %s: %s", ack.batch, ack.error)
-        self.outbox.ack(ack.cls, ack.ranges, ack.skip_ids).add_done_callback(self._count_acked)
-        self._events.put(("ack", ack.batch))
-        self._wake.set()
+        if ack.error == "seq_rewind" and ack.top is not None:
+            # The hub holds numbers of this run already: renumber the run above them, then send it all again.
+            self.outbox.rebase(ack.top).add_done_callback(
+                lambda fut: self._events.put(("resync", None)) if not fut.exception() and fut.result() else None)
+        if item is None:
+            self.stats.stale_acks += 1
+            return  # not (or no longer) in flight: whatever it named is still queued and goes out again
+        if ack.conflict:  # the hub holds other records under these seqs: they go out again under new ones
+            self.outbox.renumber(ack.cls, ack.conflict)
+        ranges = [[max(a, c), min(b, d)] for a, b in ack.ranges for c, d in item.ranges if a <= d and c <= b]
+        skips = [i for i in ack.skip_ids if i in item.skip_ids]
+        self.outbox.ack(item.cls, ranges, skips).add_done_callback(self._count_acked)
 
     def _count_acked(self, fut: Any) -> None:
         if fut.exception() is None:
@@ -242,7 +262,9 @@ class Uplink:
             if kind == "disconnect":
                 result = "disconnect"
             elif kind == "ack":
-                self._ack_inflight(arg)
+                self._apply_ack(arg)
+            elif kind == "resync":
+                self.resync()
             elif kind == "puback_fail":
                 mid, reason = arg
                 self.stats.puback_failures += 1
@@ -277,10 +299,6 @@ class Uplink:
         self._set_state(Link.STOPPED)
 
     # ---------------------------------------------------------------- sending
-
-    def _ack_inflight(self, batch: str) -> None:
-        with self._lk:
-            self._inflight.pop(batch, None)
 
     def _expire_mid(self, mid: int) -> None:
         with self._lk:
@@ -361,10 +379,10 @@ class Uplink:
             cls, rows = picked
             in_flight_skips.update(s[0] for s in skips)
             self._batch_no += 1
-            bid = f"{self.boot:x}-{self._session:x}-{self._batch_no:x}"
+            bid = f"{self.boot:x}.{self._nonce}-{self._session:x}-{self._batch_no:x}"
             payload = envelope.encode_batch(self.device.id, self.device.site, cls, bid, self.outbox.epoch,
                                             self.boot, rows, skips, self.sync.compression)
-            item = Inflight(cls, payload, [s[0] for s in skips], now)
+            item = Inflight(cls, payload, [s[0] for s in skips], to_ranges(rows.seq), now)
             with self._lk:
                 self._inflight[bid] = item
                 self._publish(bid, item)
