@@ -59,10 +59,10 @@ class Backend(Protocol):
 
 def device_row(cols: tuple[Any, ...], meta: dict[str, Any], events: int, raw: list[tuple[int, int]],
                skips: list[tuple[int, int, str]], epochs: set[int], top_in: dict[tuple[int, int], int | None],
-               conflicts: int) -> dict[str, Any]:
+               conflicts: int, received: tuple[int, int] | None) -> dict[str, Any]:
     """The per-device status both backends report (columns as selected from `devices`)."""
     dev, site, online, boot, epoch, last_seq, last_seen = cols
-    acc = classify(raw, skips, epochs, top_in, last_seq)
+    acc = classify(raw, skips, epochs, top_in, received)
     return {"device": dev, "site": site, "online": bool(online), "boot": boot, "epoch": epoch,
             "last_seq": last_seq, "last_seen": last_seen, "events": events, "meta": meta, **acc,
             "lost_count": sum(x["count"] for x in acc["lost"]), "dropped_ranges": len(skips),
@@ -196,10 +196,12 @@ class SqliteBackend:
             epochs = {r[0] for r in c.execute("SELECT first_seq FROM epochs WHERE device_id=?", (dev,))}
             top_in = {(a, b): c.execute("SELECT MAX(seq) FROM events WHERE device_id=? AND seq BETWEEN ? AND ?",
                                         (dev, a, b)).fetchone()[0] for a, b, _ in loss_ranges(skips)}
-            n = c.execute("SELECT COUNT(*) FROM events WHERE device_id=?", (dev,)).fetchone()[0]
+            n, lo, hi = c.execute("SELECT COUNT(*), MIN(seq), MAX(seq) FROM events WHERE device_id=?",
+                                  (dev,)).fetchone()
             k = c.execute("SELECT COUNT(*) FROM conflicts WHERE device_id=?", (dev,)).fetchone()[0]
             out.append(device_row((dev, site, online, boot, epoch, last_seq, last_seen),
-                                  json.loads(meta) if meta else {}, n, raw, skips, epochs, top_in, k))
+                                  json.loads(meta) if meta else {}, n, raw, skips, epochs, top_in, k,
+                                  None if lo is None else (lo, hi)))
         return out
 
     def count(self) -> int:
@@ -316,11 +318,11 @@ class PostgresBackend:
                 for a, b, _ in loss_ranges(skips):
                     cur.execute("SELECT MAX(seq) FROM events WHERE device_id=%s AND seq BETWEEN %s AND %s", (dev, a, b))
                     top_in[(a, b)] = cur.fetchone()[0]  # type: ignore[index]
-                cur.execute("SELECT (SELECT COUNT(*) FROM events WHERE device_id=%s),"
-                            " (SELECT COUNT(*) FROM conflicts WHERE device_id=%s)", (dev, dev))
-                n, k = cur.fetchone()  # type: ignore[misc]
+                cur.execute("SELECT COUNT(*), MIN(seq), MAX(seq), (SELECT COUNT(*) FROM conflicts WHERE"
+                            " device_id=%s) FROM events WHERE device_id=%s", (dev, dev))
+                n, lo, hi, k = cur.fetchone()  # type: ignore[misc]
                 out.append(device_row((dev, site, online, boot, epoch, last_seq, last_seen), meta or {}, n,
-                                      raw, skips, epochs, top_in, k))
+                                      raw, skips, epochs, top_in, k, None if lo is None else (lo, hi)))
         self.conn.commit()
         return out
 

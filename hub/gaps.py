@@ -53,12 +53,12 @@ def loss_ranges(skips: Iterable[tuple[int, int, str]]) -> list[tuple[int, int, s
 
 
 def classify(holes: Iterable[Range], skips: Iterable[tuple[int, int, str]], epochs: set[int],
-             top_in: Mapping[Range, int | None], last_seq: int | None = None) -> dict[str, list[Any]]:
+             top_in: Mapping[Range, int | None], received: Range | None = None) -> dict[str, list[Any]]:
     """gaps (unexplained), lost ({first, last, count, reason}) and unknown ({first, last, reason}).
 
     top_in: for each loss range (first, last), the highest seq received inside it (None: none).
-    last_seq: the highest seq received; a loss range reaching above it is reported too (the records
-    lost there have nothing received after them to make a hole).
+    received: the lowest and highest seq received; loss ranges reaching below or above them are
+    reported too (no hole shows records lost before the first or after the last one received).
     """
     skips = list(skips)
     explained = [(a, b) for a, b, r in skips if r in EXPLAINED]
@@ -67,10 +67,14 @@ def classify(holes: Iterable[Range], skips: Iterable[tuple[int, int, str]], epoc
     lost: list[dict[str, Any]] = []
     unknown: list[dict[str, Any]] = []
     pieces = [list(h) for h in holes]
-    above = max((b for _, b, _ in losses), default=None)
-    tail_from = (last_seq or 0) + 1
-    if above is not None and above >= tail_from:
-        pieces.append([tail_from, above])
+    head_to = tail_from = None
+    if losses:
+        first, last = min(a for a, _, _ in losses), max(b for _, b, _ in losses)
+        head_to, tail_from = (received[0] - 1, received[1] + 1) if received else (last, last + 1)
+        if first <= head_to:
+            pieces.append([first, head_to])
+        if last >= tail_from:
+            pieces.append([tail_from, last])
     for piece in subtract(pieces, explained):
         rest = [piece]
         for a, b, reason in losses:
@@ -84,8 +88,8 @@ def classify(holes: Iterable[Range], skips: Iterable[tuple[int, int, str]], epoc
                         for p0, p1 in intersect(rest, a if top is None else top + 1, b)]
             rest = subtract(rest, [(a, b)])
         for p0, p1 in rest:
-            if p0 >= tail_from:
-                continue  # above everything received, outside any loss range: nothing to say
+            if tail_from is not None and head_to is not None and (p0 >= tail_from or p1 <= head_to):
+                continue  # below or above everything received, outside any loss range: nothing to say
             if p1 + 1 in epochs:
                 unknown.append({"first": p0, "last": p1, "reason": "new_epoch"})
             else:

@@ -76,6 +76,9 @@ class StorePolicy:
     )
     max_commit_records: int = 20_000
     hard_cap_bytes: int | None = None  # SQLite max_page_count: a size-limited database file
+    # Disk space held in a file beside the database and given up when the disk is full, so a checkpoint
+    # and the deletions of delivered records still fit: the agent drains a full disk instead of sticking.
+    reserve_bytes: int = 2 * 1024 * 1024
 
 
 @dataclass
@@ -111,6 +114,16 @@ def _is_full(err: sqlite3.Error) -> bool:
     return isinstance(err, sqlite3.OperationalError) and "full" in str(err).lower()
 
 
+def _pieces(ranges: list[list[int]], span: int) -> list[list[int]]:
+    """Split inclusive seq ranges into ranges of at most `span` numbers."""
+    return [[x, min(b, x + span - 1)] for a, b in ranges for x in range(a, b + 1, span)]
+
+
+def _no_space(err: sqlite3.Error) -> bool:
+    """Full, or an I/O error (what SQLite says when it cannot even create the WAL index on a full disk)."""
+    return _is_full(err) or (isinstance(err, sqlite3.OperationalError) and "disk i/o error" in str(err).lower())
+
+
 def _is_corrupt(err: sqlite3.Error) -> bool:
     text = str(err).lower()
     return isinstance(err, sqlite3.DatabaseError) and (
@@ -134,6 +147,7 @@ class Outbox:
         self.clock = clock
         self.guard = SeqGuard(self.path.with_name(self.path.name + ".seq"))
         self.guard.boot_id = boot_id()
+        self._reserve_file = self.path.with_name(self.path.name + ".reserve")
         self.alerts: list[dict[str, Any]] = []  # raised by the store, also written as transaction records
         self._unwritten: list[dict[str, Any]] = []  # alerts waiting for space
         self.epoch = 0  # first seq of this run
@@ -152,7 +166,8 @@ class Outbox:
         self.committed = threading.Event()  # set after each commit that added records (uplink wakes)
         self._w = self._open_writer()
         self._r = self._connect(readonly=True)
-        self._begin_run()
+        self._make_reserve()
+        self._accepting()
         self._thread = threading.Thread(target=self._run, name="outbox-writer", daemon=True)
         self._thread.start()
         if self.ready and self._unwritten:  # durable before anyone uses the new database
@@ -168,15 +183,39 @@ class Outbox:
         return conn
 
     def _open_writer(self) -> sqlite3.Connection:
-        fresh = not self.path.exists() or self.path.stat().st_size == 0
+        """Open (or heal) the database. A disk too full even to open it (no room for the WAL index) costs
+        the reserve; with none left this raises OutboxFull, and a healthy database is never quarantined."""
         try:
-            conn = self._connect()
+            return self._open_once()
+        except sqlite3.OperationalError as err:
+            if not _no_space(err) or not self._reserve_file.exists():
+                if _no_space(err):
+                    raise OutboxFull(f"cannot open the outbox, the disk is full ({err}): free some space") from err
+                raise
+            self._reserve_file.unlink()
+            logger.warning("released the %d KiB disk reserve to open the outbox on a full disk",
+                           self.policy.reserve_bytes // 1024)
+        try:
+            return self._open_once()
+        except sqlite3.OperationalError as err:
+            if _no_space(err):
+                raise OutboxFull(f"cannot open the outbox, the disk is full ({err}): free some space") from err
+            raise
+
+    def _open_once(self) -> sqlite3.Connection:
+        fresh = not self.path.exists() or self.path.stat().st_size == 0
+        conn = self._connect()
+        try:
+            if fresh:  # before WAL mode and the first table, or it does not take
+                conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
             self._check(conn)
         except sqlite3.DatabaseError as err:
+            conn.close()
+            if _no_space(err):
+                raise
             moved = self._quarantine(str(err))
-            fresh = True
             conn = self._connect()
-            self._prepare(conn, fresh)
+            self._prepare(conn, fresh=True)
             self._salvage(moved)
             return conn
         self._prepare(conn, fresh)
@@ -220,8 +259,13 @@ class Outbox:
 
     def _prepare(self, conn: sqlite3.Connection, fresh: bool) -> None:
         """Settings, migrations and the plan of this run; writes nothing a full disk could refuse."""
+        if fresh:  # lets a full disk get back the pages deliveries free (before WAL mode and any table)
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
+        # A WAL kept small (checkpoint every 1 MiB) always fits in the reserve when the disk fills up.
+        conn.execute("PRAGMA wal_autocheckpoint=256")
+        conn.execute(f"PRAGMA journal_size_limit={1 << 20}")
         self._sync_mode = "FULL"
         if self.policy.hard_cap_bytes:
             page = conn.execute("PRAGMA page_size").fetchone()[0]
@@ -251,9 +295,8 @@ class Outbox:
         """Move the guard above the new run, then commit its start; False (and `full`) if the disk refuses."""
         if self.ready:
             return True
-        if time.monotonic() < self._retry_at:
-            return False
         conn, s = self._w, self._start
+        self.guard.run_start = s.next_seq
         try:
             self.guard.write(s.next_seq + BLOCK)  # durable before any number is handed out
             conn.execute("BEGIN IMMEDIATE")
@@ -264,23 +307,86 @@ class Outbox:
         except (OSError, sqlite3.Error) as err:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            self._retry_at = time.monotonic() + 1.0
             if not isinstance(err, OSError) and not _is_full(err):
                 raise
-            self._set_full(True, f"cannot start a run: {err}")
+            self._enter_full(f"cannot start numbering records: {err}")
             return False
         self.ready = True
+        return True
+
+    def _accepting(self) -> bool:
+        """Whether records can be numbered now. While full, a way out is looked for at most once a second:
+        pages freed by deliveries go back to the disk, and once the reserve fits again the run starts."""
+        if self.ready and not self.full:
+            return True
+        if time.monotonic() < self._retry_at:
+            return False
+        self._retry_at = time.monotonic() + 1.0
+        if self.full:
+            self._give_back_space()
+            if not self._make_reserve():
+                return False
+        if not self._begin_run():
+            return False
         self._set_full(False)
         return True
 
     def _set_full(self, full: bool, why: str = "") -> None:
         if full and not self.full:
             logger.error("OUTBOX FULL (%s): transactions are refused, measurements and states dropped, until "
-                         "delivered records free space", why)
+                         "space frees up; delivered records are still deleted", why)
             self._raise_alert({"alert": "store.disk_full", "since": self.clock(), "reason": why[:200]})
         elif not full and self.full:
             logger.warning("outbox has space again: accepting records")
         self.full = full
+
+    def _enter_full(self, why: str) -> None:
+        """The file system refused a write: give up the reserve so checkpoints and deletions still fit."""
+        self._set_full(True, why)
+        self._retry_at = time.monotonic() + 1.0
+        if self._reserve_file.exists():
+            self._reserve_file.unlink()
+            logger.warning("released the %d KiB disk reserve", self.policy.reserve_bytes // 1024)
+        self._give_back_space()
+
+    def _give_back_space(self) -> None:
+        """Shrink the WAL, then hand free pages back to the disk (databases made by this version) in small
+        steps, each checkpointed at once: one big step would need more WAL room than a full disk has."""
+        conn = self._w
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            for _ in range(32):
+                if not conn.execute("PRAGMA freelist_count").fetchone()[0]:
+                    break
+                conn.executescript("PRAGMA incremental_vacuum(64)")  # execute() would free a single page
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.Error as err:
+            logger.debug("no more space given back: %s", err)
+
+    def _space_ok(self) -> bool:
+        """Room on the file system for the reserve and half as much again (so records fit once it is back)."""
+        try:
+            st = os.statvfs(self.path.parent)
+        except OSError:
+            return True
+        return st.f_bavail * st.f_frsize >= self.policy.reserve_bytes * 3 // 2
+
+    def _make_reserve(self) -> bool:
+        """Create the reserve file if missing; False if the disk has no room for it."""
+        size = self.policy.reserve_bytes
+        if not size or (self._reserve_file.exists() and self._reserve_file.stat().st_size >= size):
+            return True
+        if not self._space_ok():
+            return False
+        try:
+            with open(self._reserve_file, "wb") as f:
+                f.write(bytes(size))
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError:
+            self._reserve_file.unlink(missing_ok=True)
+            return False
+        return True
 
     def _reopen_after_corruption(self, err: sqlite3.Error) -> None:
         for conn in (self._w, self._r):
@@ -293,7 +399,8 @@ class Outbox:
         self._prepare(self._w, fresh=True)
         self._salvage(moved)
         self._r = self._connect(readonly=True)
-        self._begin_run()
+        self._retry_at = 0.0
+        self._accepting()
 
     # ---------------------------------------------------------------- producer API
 
@@ -546,12 +653,11 @@ class Outbox:
                 op.fut.set_exception(OutboxClosed("outbox closed before write"))
 
     def _apply(self, ops: list[Any]) -> None:
-        if not self._begin_run():
+        if not self._accepting():
             ops = self._refuse_puts(ops)
             if not ops:
                 return
         ops = self._with_alerts(ops)
-        puts = [o for o in ops if isinstance(o, (_Put, _PutMany))]
         try:
             results = self._commit(ops)
         except sqlite3.Error as err:
@@ -559,7 +665,11 @@ class Outbox:
                 self._reopen_after_corruption(err)
                 self._apply_each(self._expand(ops))
                 return
-            if _is_full(err):
+            if _is_full(err) and not self._space_ok():
+                self._enter_full(str(err))
+                self._apply_rest(self._refuse_puts(ops))
+                return
+            if _is_full(err):  # the size cap, not the disk
                 self._apply_when_full(self._expand(ops))
                 return
             logger.exception("outbox commit failed")
@@ -567,9 +677,22 @@ class Outbox:
                 if not op.fut.done():
                     op.fut.set_exception(OutboxError(str(err)))
             return
-        if puts:
-            self._set_full(False)
         self._resolve(results)
+
+    def _apply_rest(self, ops: list[Any]) -> None:
+        """The disk is full: acks and calls one by one, acks in small pieces, so each fits in the room the
+        reserve left (one ack of a full batch can need more WAL than that)."""
+        for op in ops:
+            try:
+                if isinstance(op, _Ack):
+                    pieces = [_Ack(op.cls, [p], [], Future()) for p in _pieces(op.ranges, 500)]
+                    pieces.append(_Ack(op.cls, [], op.skip_ids, Future()))
+                    op.fut.set_result(sum(n for piece in pieces for _, n in self._commit([piece])))
+                else:
+                    self._resolve(self._commit([op]))
+            except sqlite3.Error as err:
+                if not op.fut.done():
+                    op.fut.set_exception(OutboxFull(f"outbox full: {err}"))
 
     def _alert_written(self, alert: dict[str, Any]) -> Callable[[Future[PutResult]], None]:
         def done(fut: Future[PutResult]) -> None:
@@ -671,7 +794,6 @@ class Outbox:
         try:
             results = self._commit(keep)
         except sqlite3.Error as err:
-            self._set_full(True, str(err))
             refused = sum(isinstance(op, _Put) for op in keep)
             if refused:
                 logger.error("outbox full: %d transaction records refused (%s)", refused, err)
@@ -761,6 +883,7 @@ class Outbox:
         nxt = self._next(conn)
         start = max(hub_top + 1 + BLOCK, nxt)  # a block of headroom: the hub may not have all that was used
         delta = start - self.epoch
+        self.guard.run_start = start
         self._reserve(nxt + delta)
         moved = recovery.shift_run(conn, self.epoch, delta)
         conn.execute("INSERT OR REPLACE INTO skipped VALUES (?,?,?)", (self.epoch, start - 1, "seq_rewind"))

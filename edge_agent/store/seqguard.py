@@ -20,7 +20,8 @@ reason (`Start.announce`):
 
 A database more than a block behind the guard also raises the `store.seq_rewind` alert (`Start.rewound`).
 
-The file holds `ceiling boot_id clean` (clean: the next seq at a clean stop, else -). It is written by
+The file holds `ceiling boot_id clean start` (clean: the next seq at a clean stop, else -; start: the
+first seq of the run that wrote it). It is written by
 overwriting a spare file of the same size and renaming it over the guard, so a move needs no new disk
 block and works on a full disk; write() raises OSError when it cannot be made durable.
 """
@@ -42,6 +43,7 @@ class GuardState:
     ceiling: int = 0
     boot_id: str | None = None  # OS boot the ceiling was written in
     clean: int | None = None  # next seq of a clean stop, None after a crash or power cut
+    start: int | None = None  # first seq of the run that wrote it
 
 
 @dataclass(frozen=True)
@@ -56,17 +58,23 @@ class Start:
 def plan_start(db_next: int | None, guard: GuardState, boot_id: str | None, now_us: int) -> Start:
     """Pure: the first seq of a new run and the announcement for the numbers it skips.
 
-    db_next None is a brand-new database (first install, re-flash, quarantine): it starts above both the
-    guard and the wall clock in microseconds, so a device that lost both files still cannot collide
-    with numbers it used before (that would need more than one record per microsecond).
+    db_next None is a database that holds no run (first install, re-flash, quarantine, or one whose
+    first run a power cut took whole): it starts above both the guard and the wall clock in
+    microseconds, so a device that lost both files still cannot collide with numbers it used before
+    (that would need more than one record per microsecond). If the guard remembers a run, the numbers
+    from that run's start on are announced.
     """
+    trusted = guard.clean is not None and guard.clean == db_next or (boot_id is not None and guard.boot_id == boot_id)
     if db_next is None:
-        return Start(max(guard.ceiling, now_us), None, False)
+        start = max(guard.ceiling, now_us)
+        if not guard.start:
+            return Start(start, None, False)
+        # The guard saw a run this (empty) database no longer holds: lost in a power cut, or deleted.
+        return Start(start, (guard.start, start - 1, "rewind" if trusted else "power_loss"), trusted)
     # The clock as a third floor: a disk that lost a whole run *and* the guard's move for it would
     # otherwise start the next run on the very same numbers.
     start = max(guard.ceiling, db_next + BLOCK, now_us)
     rewound = db_next < guard.ceiling - BLOCK
-    trusted = guard.clean == db_next or (boot_id is not None and guard.boot_id == boot_id)
     reason = "power_loss" if not trusted else "rewind" if rewound else "restart"
     return Start(start, (db_next, start - 1, reason), rewound)
 
@@ -88,6 +96,7 @@ class SeqGuard:
         self.state = self._read()
         self.ceiling = self.state.ceiling
         self.boot_id: str | None = None
+        self.run_start: int | None = None  # first seq of the current run, written with every move
 
     def _read(self) -> GuardState:
         try:
@@ -98,13 +107,15 @@ class SeqGuard:
             ceiling = int(parts[0])
             boot = parts[1] if len(parts) > 1 and parts[1] != "-" else None
             clean = int(parts[2]) if len(parts) > 2 and parts[2] != "-" else None
+            start = int(parts[3]) if len(parts) > 3 and parts[3] != "-" else None
         except (IndexError, ValueError):
             return GuardState()  # a torn or garbled guard only loses protection, never data
-        return GuardState(ceiling, boot, clean)
+        return GuardState(ceiling, boot, clean, start)
 
     def write(self, ceiling: int, clean: int | None = None) -> None:
         """Make `ceiling` (and a clean-stop mark) durable; OSError if the disk refuses."""
-        text = f"{ceiling} {self.boot_id or '-'} {'-' if clean is None else clean}"
+        text = (f"{ceiling} {self.boot_id or '-'} {'-' if clean is None else clean} "
+                f"{'-' if self.run_start is None else self.run_start}")
         data = text.encode().ljust(RECORD - 1) + b"\n"
         fd = os.open(self.spare, os.O_WRONLY | os.O_CREAT, 0o644)
         try:

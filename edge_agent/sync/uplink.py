@@ -175,12 +175,22 @@ class Uplink:
             self.outbox.renumber(ack.cls, ack.conflict)
         ranges = [[max(a, c), min(b, d)] for a, b in ack.ranges for c, d in item.ranges if a <= d and c <= b]
         skips = [i for i in ack.skip_ids if i in item.skip_ids]
-        self.outbox.ack(item.cls, ranges, skips).add_done_callback(self._count_acked)
+        session = self._session
+        self.outbox.ack(item.cls, ranges, skips).add_done_callback(
+            lambda fut: self._count_acked(fut) if fut.exception() is None
+            else self._events.put(("undeleted", (session, ack.batch, item))))
+
+    def _undeleted(self, session: int, bid: str, item: Inflight) -> None:
+        """The outbox could not delete what the hub acked (disk full): keep the batch in flight, so it is
+        sent again after the ack timeout and its next ack deletes."""
+        with self._lk:
+            if session == self._session:
+                item.sent_at = self.clock()
+                self._inflight.setdefault(bid, item)
 
     def _count_acked(self, fut: Any) -> None:
-        if fut.exception() is None:
-            self.stats.records_acked += fut.result()
-            self.stats.last_ack_at = time.time()
+        self.stats.records_acked += fut.result()
+        self.stats.last_ack_at = time.time()
 
     def _connect_once(self) -> bool:
         """One connect attempt; True once CONNACK says success."""
@@ -265,6 +275,8 @@ class Uplink:
                 self._apply_ack(arg)
             elif kind == "resync":
                 self.resync()
+            elif kind == "undeleted":
+                self._undeleted(*arg)
             elif kind == "puback_fail":
                 mid, reason = arg
                 self.stats.puback_failures += 1
