@@ -99,6 +99,7 @@ class Uplink:
         self._mids: dict[int, str] = {}
         self._batch_no = 0
         self._nonce = os.urandom(3).hex()  # batch ids unique across runs (the boot counter can be rolled back)
+        self._hub_seen: bytes | None = None  # the hub's last online announcement
         self._live_floor: dict[DataClass, int] = {}
         self._live_cur: dict[DataClass, int] = {}
         self._back_cur: dict[DataClass, int] = {}
@@ -144,6 +145,8 @@ class Uplink:
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.topic == self.topics.ack:
             self._handle_ack(bytes(msg.payload))
+        elif msg.topic == self.topics.hub_online:
+            self._events.put(("hub_online", bytes(msg.payload)))
         elif self.on_command is not None and msg.topic.startswith(self.topics.base + "/cmd/"):
             self.on_command(msg.topic[len(self.topics.base) + 5:], bytes(msg.payload))
 
@@ -179,6 +182,20 @@ class Uplink:
         self.outbox.ack(item.cls, ranges, skips).add_done_callback(
             lambda fut: self._count_acked(fut) if fut.exception() is None
             else self._events.put(("undeleted", (session, ack.batch, item))))
+
+    def _hub_online(self, payload: bytes) -> None:
+        """The hub (re)subscribed without its old session: batches in flight may have been dropped by the
+        broker meanwhile (a restart without persistence). Send them again now, not after the ack timeout."""
+        if payload == self._hub_seen:
+            return  # the retained announcement again, at our own (re)subscribe
+        first, self._hub_seen = self._hub_seen is None, payload
+        with self._lk:
+            for item in self._inflight.values():
+                item.sent_at = -1e18
+            n = len(self._inflight)
+        if n and not first:
+            logger.info("hub is back without its session: re-sending %d batches in flight", n)
+        self._wake.set()
 
     def _undeleted(self, session: int, bid: str, item: Inflight) -> None:
         """The outbox could not delete what the hub acked (disk full): keep the batch in flight, so it is
@@ -277,6 +294,8 @@ class Uplink:
                 self.resync()
             elif kind == "undeleted":
                 self._undeleted(*arg)
+            elif kind == "hub_online":
+                self._hub_online(arg)
             elif kind == "puback_fail":
                 mid, reason = arg
                 self.stats.puback_failures += 1
@@ -290,7 +309,7 @@ class Uplink:
                  "role": self.device.role, "boot": self.boot, "epoch": self.outbox.epoch,
                  "agent": __version__, "meta": self.device.metadata, "ts": time.time()}
         self.client.publish(self.topics.state, json.dumps(birth), qos=1, retain=True)
-        self.client.subscribe([(self.topics.ack, 1), (self.topics.cmd, 1)])
+        self.client.subscribe([(self.topics.ack, 1), (self.topics.cmd, 1), (self.topics.hub_online, 1)])
         with self._lk:
             self._inflight.clear()
             self._mids.clear()
