@@ -5,6 +5,8 @@ reason (docs/protocol.md); the hub reads the reasons this way:
 
     EXPLAINED (budget, ttl, coalesced, disk_full, restart): dropped on purpose or never used — no loss
     EXACT (quarantined): every seq in the range was a queued record — each one not received is lost
+    VAGUE (quarantine_unread): only a bound on numbers an unreadable file may have held: what was not
+        received inside it after the first seq received is shown as unknown, never counted
     anything else (power_loss, rewind, seq_rewind, quarantine_unread, a reason we do not know yet):
         numbers that may or may not have been used. Seqs of a run are consecutive, so a hole below the
         highest seq received inside the range is lost; above it nobody knows (unused numbers, or records
@@ -21,6 +23,7 @@ from typing import Any
 
 EXPLAINED = frozenset({"budget", "ttl", "coalesced", "disk_full", "restart"})
 EXACT = frozenset({"quarantined"})
+VAGUE = frozenset({"quarantine_unread"})  # a bound, not a run's numbers: never counted, only shown as unknown
 
 Range = tuple[int, int]
 
@@ -69,10 +72,11 @@ def classify(holes: Iterable[Range], skips: Iterable[tuple[int, int, str]], epoc
     pieces = [list(h) for h in holes]
     head_to = tail_from = None
     if losses:
-        first, last = min(a for a, _, _ in losses), max(b for _, b, _ in losses)
+        last = max(b for _, b, _ in losses)
         head_to, tail_from = (received[0] - 1, received[1] + 1) if received else (last, last + 1)
-        if first <= head_to:
-            pieces.append([first, head_to])
+        precise = [a for a, _, r in losses if r not in VAGUE]
+        if precise and min(precise) <= head_to:
+            pieces.append([min(precise), head_to])
         if last >= tail_from:
             pieces.append([tail_from, last])
     for piece in subtract(pieces, explained):
@@ -80,7 +84,7 @@ def classify(holes: Iterable[Range], skips: Iterable[tuple[int, int, str]], epoc
         for a, b, reason in losses:
             if not rest:
                 break
-            top = b if reason in EXACT else top_in.get((a, b))
+            top = b if reason in EXACT else None if reason in VAGUE else top_in.get((a, b))
             if top is not None:
                 lost += [{"first": p0, "last": p1, "count": p1 - p0 + 1, "reason": reason}
                          for p0, p1 in intersect(rest, a, min(top, b))]

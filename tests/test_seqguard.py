@@ -95,19 +95,26 @@ def test_restart_ranges_explain_and_quarantined_ranges_are_exact() -> None:
 
 
 def test_loss_ranges_before_the_first_and_after_the_last_received_seq_are_reported() -> None:
-    skips = [(1, 49, "quarantine_unread"), (101, 500, "power_loss")]
+    skips = [(1, 49, "power_loss"), (101, 500, "power_loss")]
     acc = classify([], skips, set(), {(1, 49): None, (101, 500): None}, (50, 100))
-    assert acc["unknown"] == [{"first": 1, "last": 49, "reason": "quarantine_unread"},
+    assert acc["unknown"] == [{"first": 1, "last": 49, "reason": "power_loss"},
                               {"first": 101, "last": 500, "reason": "power_loss"}]
     assert classify([], [(101, 500, "restart")], set(), {}, (50, 100)) == {"gaps": [], "lost": [], "unknown": []}
 
 
+def test_an_unreadable_quarantine_is_a_bound_shown_as_unknown_never_counted() -> None:
+    acc = classify([(61, 70)], [(1, 500, "quarantine_unread")], set(), {(1, 500): 100}, (50, 100))
+    assert acc["lost"] == [] and acc["gaps"] == []
+    assert acc["unknown"] == [{"first": 61, "last": 70, "reason": "quarantine_unread"},
+                              {"first": 101, "last": 500, "reason": "quarantine_unread"}]
+
+
 def test_the_narrowest_announcement_wins_and_unannounced_holes_stay_gaps() -> None:
     holes = [(11, 20), (41, 49), (60, 60)]
-    skips = [(11, 20, "quarantined"), (1, 99, "quarantine_unread")]
+    skips = [(11, 20, "quarantined"), (1, 99, "power_loss")]
     acc = classify(holes, skips, {50}, {(1, 99): 70}, (1, 100))
     assert acc["lost"][0] == {"first": 11, "last": 20, "count": 10, "reason": "quarantined"}
-    assert {x["reason"] for x in acc["lost"][1:]} == {"quarantine_unread"}
+    assert {x["reason"] for x in acc["lost"][1:]} == {"power_loss"} and acc["unknown"] == []
     unannounced = classify(holes, [], {50}, {}, (1, 100))
     assert unannounced["gaps"] == [[11, 20], [60, 60]]
     assert unannounced["unknown"] == [{"first": 41, "last": 49, "reason": "new_epoch"}]

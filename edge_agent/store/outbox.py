@@ -35,7 +35,7 @@ from typing import Any
 from edge_agent.records import Block, DataClass, PutResult, Record, to_ranges
 from edge_agent.store import recovery
 from edge_agent.store.migrations import migrate
-from edge_agent.store.seqguard import BLOCK, SeqGuard, Start, plan_start, read_boot_id
+from edge_agent.store.seqguard import BLOCK, GuardState, SeqGuard, Start, plan_start, read_boot_id
 
 logger = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ class Outbox:
                 raise
             moved = self._quarantine(str(err))
             conn = self._connect()
-            self._prepare(conn, fresh=True)
+            self._prepare(conn, fresh=True, salvaged=True)
             self._salvage(moved)
             return conn
         self._prepare(conn, fresh)
@@ -257,8 +257,9 @@ class Outbox:
         self.alerts.append(alert)
         self._unwritten.append(alert)
 
-    def _prepare(self, conn: sqlite3.Connection, fresh: bool) -> None:
-        """Settings, migrations and the plan of this run; writes nothing a full disk could refuse."""
+    def _prepare(self, conn: sqlite3.Connection, fresh: bool, salvaged: bool = False) -> None:
+        """Settings, migrations and the plan of this run; writes nothing a full disk could refuse.
+        salvaged: the old database was quarantined, and what it held is announced from the file itself."""
         if fresh:  # lets a full disk get back the pages deliveries free (before WAL mode and any table)
             conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         conn.execute("PRAGMA journal_mode=WAL")
@@ -273,14 +274,15 @@ class Outbox:
         migrate(conn)
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         db_next = None if fresh or "next_seq" not in meta else int(meta["next_seq"])
-        self._start = plan_start(db_next, self.guard.state, self.guard.boot_id, int(self.clock() * 1_000_000))
+        guard = GuardState(self.guard.state.ceiling) if salvaged else self.guard.state
+        self._start = plan_start(db_next, guard, self.guard.boot_id, int(self.clock() * 1_000_000))
         self.epoch = self._start.next_seq
         self.boot = int(meta.get("boot") or 0) + 1
         self.ready = False
         self._announce = [self._start.announce] if self._start.announce else []
         if self._start.rewound:
-            logger.warning("outbox seq %d is more than a block behind the guard (a restored copy, or a power cut "
-                           "lost a whole run): new epoch %d", db_next, self.epoch)
+            logger.warning("outbox seq %s is more than a block behind the guard (a restored copy, or a power cut "
+                           "lost a whole run): new epoch %d", "(none)" if db_next is None else db_next, self.epoch)
             self._raise_alert({"alert": "store.seq_rewind", "db_next": db_next, "epoch": self.epoch})
         elif self._start.announce and self._start.announce[2] == "power_loss":
             logger.warning("outbox was not closed cleanly before the last OS boot: records after seq %d may have "
@@ -396,7 +398,7 @@ class Outbox:
                 pass
         moved = self._quarantine(str(err))
         self._w = self._connect()
-        self._prepare(self._w, fresh=True)
+        self._prepare(self._w, fresh=True, salvaged=True)
         self._salvage(moved)
         self._r = self._connect(readonly=True)
         self._retry_at = 0.0
