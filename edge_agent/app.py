@@ -122,7 +122,8 @@ class Agent:
                 systemd.notify("WATCHDOG=1")
             if time.monotonic() >= next_tick:
                 st = self.status()
-                systemd.notify(f"STATUS=queue {st['queue']} broker {st['broker']}")
+                full = " OUTBOX FULL (disk): transactions refused" if st["store_full"] else ""
+                systemd.notify(f"STATUS=queue {st['queue']} broker {st['broker']}{full}")
                 if tick:
                     tick(st)
                 next_tick = time.monotonic() + tick_s
@@ -153,7 +154,8 @@ class Agent:
                 self.outbox.expire()
                 next_expire = now + self.cfg.store.maintenance_interval_s
             self.outbox.set_runtime({"pid": os.getpid(), "boot": self.boot, "agent": __version__,
-                                     "broker_url": self.cfg.mqtt.url, **self._uplink_view()})
+                                     "broker_url": self.cfg.mqtt.url, "store_full": self.outbox.full,
+                                     **self._uplink_view()})
 
     def _run_commands(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -196,6 +198,7 @@ class Agent:
             "device": self.cfg.device.id, "site": self.cfg.device.site, "boot": self.boot,
             "queue": sum(c["depth"] for c in st["classes"].values()), "classes": st["classes"],
             "bytes": st["bytes"], "counters": st["counters"], "quarantined": st["quarantined"],
+            "store_full": st["full"],
             **self._uplink_view(),
             "workers": {n: ("failed" if w.failed else "running") for n, w in self.supervisor.workers.items()},
         }

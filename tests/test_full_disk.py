@@ -9,17 +9,21 @@ delivers; the pages deliveries free go back to the disk, and the agent takes rec
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from edge_agent.sync.topics import Topics
 from tests.helpers import (
     Broker,
+    Listener,
     agent_config,
     agent_proc,
     assert_exactly_once,
@@ -76,6 +80,18 @@ def hub_ids(db: Path) -> set[str]:
         return set()  # the hub has not made its tables yet
 
 
+def status(broker: Broker) -> dict[str, Any]:
+    """The agent's answer to the downlink `status` command."""
+    topics = Topics("westlake", "gate-01")
+    listener = Listener(broker, topics.result)
+    try:
+        listener.publish(topics.base + "/cmd/status", json.dumps({"id": "st-1", "args": {}}))
+        wait_for(lambda: listener.messages, 20, "the status result")
+        return dict(json.loads(listener.messages[0][1])["result"])
+    finally:
+        listener.close()
+
+
 def alerts(db: Path) -> list[str]:
     conn = sqlite3.connect(db)
     try:
@@ -103,12 +119,15 @@ def test_agent_starts_on_a_full_disk_drains_and_recovers(tmp_path: Path, small_d
     assert os.statvfs(small_disk).f_bavail == 0, "the disk must be full when the agent starts"
 
     hub_db = tmp_path / "hub.db"
-    hub = hub_proc(broker, str(hub_db), tmp_path)
-    agent = agent_proc(cfg, tmp_path)
+    agent = agent_proc(cfg, tmp_path)  # the hub is not reachable yet: nothing can drain
+    hub = None
     try:
         wait_for(lambda: "OUTBOX FULL" in (tmp_path / "agent.log").read_text(), 30, "the agent to say the disk is full")
         wait_for(lambda: "not stored" in (tmp_path / "agent.log").read_text(), 30,
                  "a new transaction refused (OutboxFull) while the disk is full")
+        assert status(broker)["store_full"] is True, "the status command says so too"
+        assert agent.alive(), "the agent must keep running on a full disk"
+        hub = hub_proc(broker, str(hub_db), tmp_path)
         wait_for(lambda: hub_ids(hub_db) >= queued, 120, "the queued transactions to reach the hub")
         assert agent.alive(), "the agent must keep running on a full disk"
         # Delivered records gave their pages back to the disk: the agent takes transactions again.
@@ -121,7 +140,8 @@ def test_agent_starts_on_a_full_disk_drains_and_recovers(tmp_path: Path, small_d
         wait_for(lambda: outbox_depth(store) == 0, 60, "the outbox to drain")
     finally:
         agent.terminate()
-        hub.terminate()
+        if hub is not None:
+            hub.terminate()
     promised = queued | journal_ids(tmp_path / "journal.txt")
     ids = wait_for(lambda: (lambda got: got if set(got) >= promised else None)(hub_pass_ids(hub_db)), 60,
                    "every promised pass at the hub")
