@@ -17,6 +17,7 @@ import pytest
 from edge_agent.config.models import DeviceConfig, MqttConfig, SyncConfig
 from edge_agent.store import Outbox
 from edge_agent.sync.uplink import Uplink
+from hub.cli import main as hub_cli
 from hub.db import SqliteBackend
 from hub.ingest import HubWorker
 from tests.helpers import Broker, wait_for
@@ -84,9 +85,12 @@ def restart_and_report(tmp_path: Path, broker: Broker) -> tuple[dict, list[dict]
     return dev, alerts
 
 
-def test_a_readable_quarantined_file_gives_the_exact_count(tmp_path: Path, broker: Broker) -> None:
+def test_a_readable_quarantined_file_gives_the_exact_count(tmp_path: Path, broker: Broker,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
     queued, _ = queue_then_damage(tmp_path, broker, "one table")
     dev, alerts = restart_and_report(tmp_path, broker)
+    assert hub_cli(["status", "--db", str(tmp_path / "hub.db")]) == 0
+    assert "200 (quarantined)" in capsys.readouterr().out.splitlines()[1]
     assert [a["alert"] for a in alerts] == ["store.quarantined"] and alerts[0]["queued"] == 200
     assert dev["lost_count"] == 200 and {x["reason"] for x in dev["lost"]} == {"quarantined"}
     lost = {s for x in dev["lost"] for s in range(x["first"], x["last"] + 1)}
