@@ -31,6 +31,7 @@ from tests.helpers import (
     hub_proc,
     journal_ids,
     outbox_depth,
+    tmpfs,
     wait_for,
 )
 
@@ -52,13 +53,8 @@ os.kill(os.getpid(), 9)
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root/CAP_SYS_ADMIN): {r.stderr.decode().strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+    with tmpfs(tmp_path / "mnt", "8m") as mnt:
+        yield mnt
 
 
 def fill_disk(path: Path) -> None:

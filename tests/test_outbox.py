@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from edge_agent.records import DataClass, Record
 from edge_agent.store import Outbox, OutboxClosed, OutboxFull, StorePolicy
 from edge_agent.store.seqguard import BLOCK
+from tests.helpers import tmpfs
 
 
 class Clock:
@@ -242,14 +244,9 @@ def test_size_limited_database_drops_measurements_keeps_transactions(tmp_path: P
 
 
 @pytest.fixture
-def tiny_tmpfs(tmp_path: Path):  # type: ignore[no-untyped-def]
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root/CAP_SYS_ADMIN): {r.stderr.decode().strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    with tmpfs(tmp_path / "mnt", "3m") as mnt:
+        yield mnt
 
 
 def test_real_disk_full_on_tmpfs(tiny_tmpfs: Path) -> None:

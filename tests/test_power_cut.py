@@ -12,7 +12,6 @@ hub reports as lost or unknown, with the reason.
 from __future__ import annotations
 
 import random
-import shutil
 import sqlite3
 import sys
 import time
@@ -27,9 +26,7 @@ from edge_agent.config.models import DeviceConfig, MqttConfig, SyncConfig
 from edge_agent.records import DataClass
 from edge_agent.store import Outbox
 from edge_agent.sync.uplink import Uplink
-from hub.db import SqliteBackend
-from hub.ingest import HubWorker
-from tests.helpers import Broker, wait_for
+from tests.helpers import Broker, hub_worker, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -180,71 +177,83 @@ def in_ranges(seq: int, ranges: list[dict[str, Any]]) -> str | None:
     return next((r["reason"] for r in ranges if r["first"] <= seq <= r["last"]), None)
 
 
-def test_power_cuts_never_reuse_a_seq_and_every_loss_is_shown(tmp_path: Path, broker: Broker) -> None:
-    rng = random.Random(8)
-    backend = SqliteBackend(str(tmp_path / "hub.db"))
-    hub = HubWorker(backend, "127.0.0.1", broker.port, client_id="hub-pc")
-    hub.start()
-    assert hub.connected.wait(10)
-    root = tmp_path / "dev"
-    root.mkdir()
-    ledger = Ledger()
-    boot_id, guards, cuts, clock = str(uuid.uuid4()), [], 0, Clock()
-    log: list[tuple[int, str]] = []
-    run = 0
-    try:
-        while cuts < 52:
-            run += 1
-            dev = Device(root, broker, boot_id, clock)
-            produce(dev.ob, run, rng.randint(20, 120), ledger, rng)
-            kind = "power" if run % 7 else ("crash" if run % 14 else "clean")
-            if kind == "clean":
-                dev.stop()
-                ledger.survived |= {rid for rid in ledger.promised if rid.startswith(f"r{run}-")}
-                log.append((run, "clean stop"))
-                boot_id = str(uuid.uuid4())  # and the OS rebooted meanwhile: still nothing lost
-                clock.offset += rng.uniform(20, 90)
-                continue
-            if rng.random() < 0.5:  # let the hub take (and ack) most of it first: the cut then takes back
-                # records the hub already holds, the case where a reused seq used to lose new records
-                left_over = rng.randint(0, 10)
-                wait_for(lambda dev=dev, n=left_over: dev.ob.depth() <= n, 30, "the hub to take most records")
-            files = dev.snapshot()
-            if kind == "crash":  # the process dies, the OS keeps every write: nothing may be lost
-                dev.stop()
-                for suffix, data in files.items():
-                    Path(str(dev.db) + suffix).write_bytes(data)
-                Path(str(dev.db) + "-shm").unlink()  # rebuilt from the WAL at the next open
-                log.append((run, "crash"))
-                clock.offset += rng.uniform(1, 5)  # the service manager's restart delay
-            else:
-                cuts += 1
-                log.append((run, power_cut(dev, files, guards[-3] if len(guards) >= 3 else None, rng)))
-                boot_id = str(uuid.uuid4())
-                clock.offset += rng.uniform(20, 90)  # power back, the device boots
-            guards.append(files[".seq"])
-            left = ids_in(dev.db)
-            mine = {rid for rid in ledger.promised if rid.startswith(f"r{run}-")}
-            earlier = set(ledger.promised) - mine
-            assert left & earlier <= ledger.survived, "an old record came back from nowhere"
-            ledger.survived |= left & mine
-            if kind == "crash":  # what is gone was delivered and acked: nothing may be lost
-                ledger.survived |= mine - left
-            else:
-                ledger.lost_in_cut |= mine - left
-        last = Device(root, broker, boot_id, clock)
+@dataclass
+class Stream:
+    """A device streaming through cuts: its files, boot, clock and what each cut did."""
+
+    root: Path
+    broker: Broker
+    rng: random.Random
+    ledger: Ledger = field(default_factory=Ledger)
+    boot_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    clock: Clock = field(default_factory=Clock)
+    guards: list[bytes] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+
+    def reboot(self, seconds: float) -> None:
+        self.boot_id, self.clock.offset = str(uuid.uuid4()), self.clock.offset + seconds
+
+    def run(self, run: int, kind: str) -> None:
+        """Stream a while, then stop as `kind` says: power (cut), crash or clean."""
+        dev = Device(self.root, self.broker, self.boot_id, self.clock)
+        produce(dev.ob, run, self.rng.randint(20, 120), self.ledger, self.rng)
+        mine = {rid for rid in self.ledger.promised if rid.startswith(f"r{run}-")}
+        if kind == "clean":
+            dev.stop()
+            self.ledger.survived |= mine
+            self.log.append("clean stop")
+            self.reboot(self.rng.uniform(20, 90))  # and the OS rebooted meanwhile: still nothing lost
+            return
+        if self.rng.random() < 0.5:  # let the hub take (and ack) most of it first: the cut then takes back
+            # records the hub already holds, the case where a reused seq used to lose new records
+            left_over = self.rng.randint(0, 10)
+            wait_for(lambda: dev.ob.depth() <= left_over, 30, "the hub to take most records")
+        files = dev.snapshot()
+        if kind == "crash":  # the process dies, the OS keeps every write: nothing may be lost
+            dev.stop()
+            for suffix, data in files.items():
+                Path(str(dev.db) + suffix).write_bytes(data)
+            Path(str(dev.db) + "-shm").unlink()  # rebuilt from the WAL at the next open
+            self.log.append("crash")
+            self.clock.offset += self.rng.uniform(1, 5)  # the service manager's restart delay
+        else:
+            self.log.append(power_cut(dev, files, self.guards[-3] if len(self.guards) >= 3 else None, self.rng))
+            self.reboot(self.rng.uniform(20, 90))  # power back, the device boots
+        self.guards.append(files[".seq"])
+        self.account(dev.db, mine, lost_possible=kind == "power")
+
+    def account(self, db: Path, mine: set[str], lost_possible: bool) -> None:
+        """What of this run is still in the files; after a crash what is gone was delivered and acked."""
+        left = ids_in(db)
+        assert left - mine <= self.ledger.survived, "an old record came back from nowhere"
+        self.ledger.survived |= (left & mine) if lost_possible else mine
+        if lost_possible:
+            self.ledger.lost_in_cut |= mine - left
+
+    def drain(self) -> None:
+        last = Device(self.root, self.broker, self.boot_id, self.clock)
         try:
             wait_for(lambda: last.ob.depth() == 0 and not last.ob.pending_skips(), 60, "the last boot to drain")
         finally:
             last.stop()
-        dev_row = backend.devices()[0]
-        stored = backend.conn.execute("SELECT seq, json_extract(body, '$.id') FROM events").fetchall()
-        coalesced = backend.conn.execute("SELECT first, last FROM skips WHERE reason='coalesced'").fetchall()
-    finally:
-        hub.stop()
-        backend.close()
-        shutil.rmtree(root, ignore_errors=True)
 
+
+def test_power_cuts_never_reuse_a_seq_and_every_loss_is_shown(tmp_path: Path, broker: Broker) -> None:
+    (tmp_path / "dev").mkdir()
+    stream = Stream(tmp_path / "dev", broker, random.Random(8))
+    with hub_worker(tmp_path / "hub.db", broker, "hub-pc") as hub:
+        run = cuts = 0
+        while cuts < 52:
+            run += 1
+            kind = "power" if run % 7 else ("crash" if run % 14 else "clean")
+            stream.run(run, kind)
+            cuts += kind == "power"
+        stream.drain()
+        dev_row = hub.backend.devices()[0]
+        conn = hub.backend.conn  # type: ignore[attr-defined]
+        stored = conn.execute("SELECT seq, json_extract(body, '$.id') FROM events").fetchall()
+        coalesced = conn.execute("SELECT first, last FROM skips WHERE reason='coalesced'").fetchall()
+    ledger = stream.ledger
     at_hub: dict[str, int] = {}
     for seq, rid in stored:
         if rid is not None:
@@ -252,8 +261,23 @@ def test_power_cuts_never_reuse_a_seq_and_every_loss_is_shown(tmp_path: Path, br
             at_hub[rid] = seq
     assert dev_row["gaps"] == [], f"unexplained gaps: {dev_row['gaps'][:5]}"
     assert dev_row["conflicts"] == 0, "the hub was offered another record under a seq it held"
+    lost, shown = check_losses(ledger, at_hub, coalesced, dev_row)
+    beyond = sum(1 for rid in ledger.lost_in_cut if rid in at_hub)
+    rolled = sum("guard rolled back" in how for how in stream.log)
+    print(f"\nruns={run} power_cuts={cuts} guard_rollbacks={rolled} records={len(ledger.promised)} "
+          f"lost_in_cuts={len(ledger.lost_in_cut)} of_which_at_hub_anyway={beyond} lost={lost} "
+          f"counted_lost={shown} in_unknown_ranges={lost - shown} hub_lost_count={dev_row['lost_count']}")
+    assert rolled > 0, "some cuts must also roll the guard back"
+    assert cuts >= 50 and len(ledger.lost_in_cut) > 100, "the cuts must actually lose records"
+    assert beyond > 0, "some records the device forgot had reached the hub: the case that caused seq reuse"
+
+
+def check_losses(ledger: Ledger, at_hub: dict[str, int], coalesced: list[tuple[int, int]],
+                 dev_row: dict[str, Any]) -> tuple[int, int]:
+    """Every promised record not at the hub was lost in a cut and lies in a range the hub shows; every
+    seq the hub counts as lost was really handed out. Returns (lost, of which counted exactly)."""
     reported = dev_row["lost"] + dev_row["unknown"]
-    lost, shown = [], 0
+    lost = shown = 0
     for rid, (cls, seq) in ledger.promised.items():
         if rid in at_hub:
             continue
@@ -262,18 +286,10 @@ def test_power_cuts_never_reuse_a_seq_and_every_loss_is_shown(tmp_path: Path, br
         assert rid not in ledger.survived, f"{rid} was still on the device after its cut and never arrived"
         assert rid in ledger.lost_in_cut
         reason = in_ranges(seq, reported)
-        assert reason in ("power_loss",), f"{rid} (seq {seq}) lost without the hub showing it: {reason}"
-        lost.append(rid)
+        assert reason == "power_loss", f"{rid} (seq {seq}) lost without the hub showing it: {reason}"
+        lost += 1
         shown += any(r["first"] <= seq <= r["last"] for r in dev_row["lost"])
-    for r in dev_row["lost"]:  # counted as lost: numbers really handed out, never stored
+    for r in dev_row["lost"]:
         phantom = [s for s in range(r["first"], r["last"] + 1) if s not in ledger.seq_owner]
         assert not phantom, f"the hub counts unused numbers as lost: {phantom[:3]}"
-    beyond = sum(1 for rid in ledger.lost_in_cut if rid in at_hub)
-    rolled = sum("guard rolled back" in how for _, how in log)
-    print([h for _, h in log if "checkpointed" in h])
-    print(f"\nruns={run} power_cuts={cuts} guard_rollbacks={rolled} records={len(ledger.promised)} "
-          f"lost_in_cuts={len(ledger.lost_in_cut)} of_which_at_hub_anyway={beyond} lost={len(lost)} "
-          f"counted_lost={shown} in_unknown_ranges={len(lost) - shown} hub_lost_count={dev_row['lost_count']}")
-    assert rolled > 0, "some cuts must also roll the guard back"
-    assert cuts >= 50 and len(ledger.lost_in_cut) > 100, "the cuts must actually lose records"
-    assert beyond > 0, "some records the device forgot had reached the hub: the case that caused seq reuse"
+    return lost, shown

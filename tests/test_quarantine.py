@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,9 +19,7 @@ from edge_agent.config.models import DeviceConfig, MqttConfig, SyncConfig
 from edge_agent.store import Outbox
 from edge_agent.sync.uplink import Uplink
 from hub.cli import main as hub_cli
-from hub.db import SqliteBackend
-from hub.ingest import HubWorker
-from tests.helpers import Broker, wait_for
+from tests.helpers import Broker, hub_worker, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -28,31 +27,28 @@ DEVICE = DeviceConfig(id="gate-q", site="westlake")
 SYNC = SyncConfig(ack_timeout_s=2, backoff_min_s=0.1, backoff_max_s=0.5, backlog_rate=0)
 
 
-def hub_worker(tmp_path: Path, broker: Broker) -> HubWorker:
-    w = HubWorker(SqliteBackend(str(tmp_path / "hub.db")), "127.0.0.1", broker.port, client_id="hub-q")
-    w.start()
-    assert w.connected.wait(10)
-    return w
-
-
 def queue_then_damage(tmp_path: Path, broker: Broker, damage: str) -> tuple[list[int], int]:
     """Deliver 100 records, queue 200 more with the hub away, damage the database; (queued seqs, last held)."""
     db = tmp_path / "outbox.db"
-    hub = hub_worker(tmp_path, broker)
     ob = Outbox(db)
     up = Uplink(ob, DEVICE, MqttConfig(url=broker.url), SYNC, boot=1)
     up.start()
     try:
-        for i in range(100):
-            ob.put("transaction", "gate.pass", {"id": f"sent-{i}"})
-        wait_for(lambda: ob.depth() == 0, 20, "the first 100 delivered")
-        last_held = ob.next_seq() - 1
-        hub.stop()  # leaves for good: the broker drops what comes meanwhile
-        hub.backend.close()
+        with hub_worker(tmp_path / "hub.db", broker, "hub-q"):
+            for i in range(100):
+                ob.put("transaction", "gate.pass", {"id": f"sent-{i}"})
+            wait_for(lambda: ob.depth() == 0, 20, "the first 100 delivered")
+            last_held = ob.next_seq() - 1
+        # the hub left for good: the broker drops what comes meanwhile
         queued = [ob.put("transaction", "gate.pass", {"id": f"queued-{i}"}).seq for i in range(200)]
     finally:
         up.stop()
         ob.close()
+    damage_file(db, damage)
+    return [s for s in queued if s is not None], last_held
+
+
+def damage_file(db: Path, damage: str) -> None:
     conn = sqlite3.connect(db)
     page = conn.execute("PRAGMA page_size").fetchone()[0]
     root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name='runtime'").fetchone()[0]
@@ -63,25 +59,22 @@ def queue_then_damage(tmp_path: Path, broker: Broker, damage: str) -> tuple[list
             f.write(b"\xff" * page)
         else:  # the header: not a database any more
             f.write(b"\x00" * 100)
-    return [s for s in queued if s is not None], last_held
 
 
-def restart_and_report(tmp_path: Path, broker: Broker) -> tuple[dict, list[dict]]:
-    hub = hub_worker(tmp_path, broker)
+def restart_and_report(tmp_path: Path, broker: Broker) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     ob = Outbox(tmp_path / "outbox.db")
     up = Uplink(ob, DEVICE, MqttConfig(url=broker.url), SYNC, boot=2)
-    up.start()
-    try:
-        assert len(ob.stats()["quarantined"]) == 1
-        wait_for(lambda: ob.depth() == 0 and not ob.pending_skips(), 20, "the new database to drain")
-        dev = hub.backend.devices()[0]
-        alerts = [json.loads(b) for (b,) in hub.backend.conn.execute(  # type: ignore[attr-defined]
-            "SELECT body FROM events WHERE kind='agent.alert'")]
-    finally:
-        up.stop()
-        ob.close()
-        hub.stop()
-        hub.backend.close()
+    with hub_worker(tmp_path / "hub.db", broker, "hub-q") as hub:
+        up.start()
+        try:
+            assert len(ob.stats()["quarantined"]) == 1
+            wait_for(lambda: ob.depth() == 0 and not ob.pending_skips(), 20, "the new database to drain")
+            dev = hub.backend.devices()[0]
+            alerts = [json.loads(b) for (b,) in hub.backend.conn.execute(  # type: ignore[attr-defined]
+                "SELECT body FROM events WHERE kind='agent.alert'")]
+        finally:
+            up.stop()
+            ob.close()
     return dev, alerts
 
 

@@ -19,9 +19,8 @@ from edge_agent.store.seqguard import BLOCK
 from edge_agent.sync import envelope
 from edge_agent.sync.topics import Topics
 from edge_agent.sync.uplink import Uplink
-from hub.db import SqliteBackend
 from hub.ingest import HubWorker
-from tests.helpers import Broker, Listener, wait_for
+from tests.helpers import Broker, Listener, hub_worker, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -32,13 +31,8 @@ T0 = 1_800_000_000.0
 
 @pytest.fixture
 def hub(tmp_path: Path, broker: Broker) -> Iterator[HubWorker]:
-    backend = SqliteBackend(str(tmp_path / "hub.db"))
-    w = HubWorker(backend, "127.0.0.1", broker.port, client_id="hub-rw")
-    w.start()
-    assert w.connected.wait(10)
-    yield w
-    w.stop()
-    backend.close()
+    with hub_worker(tmp_path / "hub.db", broker, "hub-rw") as w:
+        yield w
 
 
 class Run:
