@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.records import Block, DataClass, PutResult, Record, to_ranges
-from edge_agent.store import recovery
+from edge_agent.store import recovery, space
 from edge_agent.store.migrations import migrate
 from edge_agent.store.seqguard import BLOCK, GuardState, SeqGuard, Start, plan_start, read_boot_id
 
@@ -147,7 +147,7 @@ class Outbox:
         self.clock = clock
         self.guard = SeqGuard(self.path.with_name(self.path.name + ".seq"))
         self.guard.boot_id = boot_id()
-        self._reserve_file = self.path.with_name(self.path.name + ".reserve")
+        self._disk_reserve = space.Reserve(self.path, self.policy.reserve_bytes)
         self.alerts: list[dict[str, Any]] = []  # raised by the store, also written as transaction records
         self._unwritten: list[dict[str, Any]] = []  # alerts waiting for space
         self.epoch = 0  # first seq of this run
@@ -166,7 +166,7 @@ class Outbox:
         self.committed = threading.Event()  # set after each commit that added records (uplink wakes)
         self._w = self._open_writer()
         self._r = self._connect(readonly=True)
-        self._make_reserve()
+        self._disk_reserve.make()
         self._accepting()
         self._thread = threading.Thread(target=self._run, name="outbox-writer", daemon=True)
         self._thread.start()
@@ -188,13 +188,10 @@ class Outbox:
         try:
             return self._open_once()
         except sqlite3.OperationalError as err:
-            if not _no_space(err) or not self._reserve_file.exists():
-                if _no_space(err):
-                    raise OutboxFull(f"cannot open the outbox, the disk is full ({err}): free some space") from err
+            if not _no_space(err):
                 raise
-            self._reserve_file.unlink()
-            logger.warning("released the %d KiB disk reserve to open the outbox on a full disk",
-                           self.policy.reserve_bytes // 1024)
+            if not self._disk_reserve.release("to open the outbox on a full disk"):
+                raise OutboxFull(f"cannot open the outbox, the disk is full ({err}): free some space") from err
         try:
             return self._open_once()
         except sqlite3.OperationalError as err:
@@ -325,8 +322,8 @@ class Outbox:
             return False
         self._retry_at = time.monotonic() + 1.0
         if self.full:
-            self._give_back_space()
-            if not self._make_reserve():
+            space.give_back(self._w)
+            if not self._disk_reserve.make():
                 return False
         if not self._begin_run():
             return False
@@ -346,49 +343,8 @@ class Outbox:
         """The file system refused a write: give up the reserve so checkpoints and deletions still fit."""
         self._set_full(True, why)
         self._retry_at = time.monotonic() + 1.0
-        if self._reserve_file.exists():
-            self._reserve_file.unlink()
-            logger.warning("released the %d KiB disk reserve", self.policy.reserve_bytes // 1024)
-        self._give_back_space()
-
-    def _give_back_space(self) -> None:
-        """Shrink the WAL, then hand free pages back to the disk (databases made by this version) in small
-        steps, each checkpointed at once: one big step would need more WAL room than a full disk has."""
-        conn = self._w
-        try:
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-            for _ in range(32):
-                if not conn.execute("PRAGMA freelist_count").fetchone()[0]:
-                    break
-                conn.executescript("PRAGMA incremental_vacuum(64)")  # execute() would free a single page
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-        except sqlite3.Error as err:
-            logger.debug("no more space given back: %s", err)
-
-    def _space_ok(self) -> bool:
-        """Room on the file system for the reserve and half as much again (so records fit once it is back)."""
-        try:
-            st = os.statvfs(self.path.parent)
-        except OSError:
-            return True
-        return st.f_bavail * st.f_frsize >= self.policy.reserve_bytes * 3 // 2
-
-    def _make_reserve(self) -> bool:
-        """Create the reserve file if missing; False if the disk has no room for it."""
-        size = self.policy.reserve_bytes
-        if not size or (self._reserve_file.exists() and self._reserve_file.stat().st_size >= size):
-            return True
-        if not self._space_ok():
-            return False
-        try:
-            with open(self._reserve_file, "wb") as f:
-                f.write(bytes(size))
-                f.flush()
-                os.fsync(f.fileno())
-        except OSError:
-            self._reserve_file.unlink(missing_ok=True)
-            return False
-        return True
+        self._disk_reserve.release("the disk is full")
+        space.give_back(self._w)
 
     def _reopen_after_corruption(self, err: sqlite3.Error) -> None:
         for conn in (self._w, self._r):
@@ -667,7 +623,7 @@ class Outbox:
                 self._reopen_after_corruption(err)
                 self._apply_each(self._expand(ops))
                 return
-            if _is_full(err) and not self._space_ok():
+            if _is_full(err) and not self._disk_reserve.room():
                 self._enter_full(str(err))
                 self._apply_rest(self._refuse_puts(ops))
                 return

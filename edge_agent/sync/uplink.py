@@ -184,8 +184,8 @@ class Uplink:
             else self._events.put(("undeleted", (session, ack.batch, item))))
 
     def _hub_online(self, payload: bytes) -> None:
-        """The hub (re)subscribed without its old session: batches in flight may have been dropped by the
-        broker meanwhile (a restart without persistence). Send them again now, not after the ack timeout."""
+        """The hub (re)subscribed: batches in flight may have been dropped by the broker while it was away
+        (docs/protocol.md, Hub online). Send them again now, not after the ack timeout."""
         if payload == self._hub_seen:
             return  # the retained announcement again, at our own (re)subscribe
         first, self._hub_seen = self._hub_seen is None, payload
@@ -194,7 +194,7 @@ class Uplink:
                 item.sent_at = -1e18
             n = len(self._inflight)
         if n and not first:
-            logger.info("hub is back without its session: re-sending %d batches in flight", n)
+            logger.info("hub is back: re-sending %d batches in flight", n)
         self._wake.set()
 
     def _undeleted(self, session: int, bid: str, item: Inflight) -> None:
