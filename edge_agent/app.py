@@ -82,7 +82,7 @@ class Agent:
         self.started_at = time.time()
         self.supervisor = Supervisor()
         self.outbox = Outbox(cfg.store.path, policy_of(cfg.store))
-        self.boot = self.outbox.call(_bump_boot).result()
+        self.boot = self.outbox.boot
         self.ctx = Context(self.outbox, LocalBus(), self.boot)
         self.uplink: Uplink | None = None
         self.metrics_server: Any = None
@@ -132,7 +132,8 @@ class Agent:
                 systemd.notify("WATCHDOG=1")
             if time.monotonic() >= next_tick:
                 st = self.status()
-                systemd.notify(f"STATUS=queue {st['queue']} broker {st['broker']}")
+                full = " OUTBOX FULL (disk): transactions refused" if st["store_full"] else ""
+                systemd.notify(f"STATUS=queue {st['queue']} broker {st['broker']}{full}")
                 if tick:
                     tick(st)
                 next_tick = time.monotonic() + tick_s
@@ -163,7 +164,8 @@ class Agent:
                 self.outbox.expire()
                 next_expire = now + self.cfg.store.maintenance_interval_s
             self.outbox.set_runtime({"pid": os.getpid(), "boot": self.boot, "agent": __version__,
-                                     "broker_url": self.cfg.mqtt.url, **self._uplink_view()})
+                                     "broker_url": self.cfg.mqtt.url, "store_full": self.outbox.full,
+                                     **self._uplink_view()})
 
     def _run_commands(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -203,6 +205,7 @@ class Agent:
             "device": self.cfg.device.id, "site": self.cfg.device.site, "boot": self.boot,
             "queue": sum(c["depth"] for c in st["classes"].values()), "classes": st["classes"],
             "bytes": st["bytes"], "counters": st["counters"], "quarantined": st["quarantined"],
+            "store_full": st["full"],
             **self._uplink_view(),
             "workers": {n: ("failed" if w.failed else "running") for n, w in self.supervisor.workers.items()},
         }
@@ -293,13 +296,6 @@ class Agent:
         tmp = ov.with_name(ov.name + ".tmp")
         tmp.write_text(json.dumps(deep_merge(current, patch), indent=2))
         os.replace(tmp, ov)
-
-
-def _bump_boot(conn: Any) -> int:
-    row = conn.execute("SELECT value FROM meta WHERE key='boot'").fetchone()
-    boot = (int(row[0]) if row else 0) + 1
-    conn.execute("INSERT OR REPLACE INTO meta VALUES ('boot', ?)", (boot,))
-    return boot
 
 
 def load_or_exit(path: Path) -> AgentConfig:

@@ -64,7 +64,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     logger.info("hub worker %s ingesting into %s", worker.client._client_id.decode(), args.db.split("@")[-1])
     while not stop.wait(10):
         s = worker.stats
-        logger.info("batches=%d stored=%d dup=%d rejected=%d", s.batches, s.stored, s.duplicates, s.rejected)
+        logger.info("batches=%d stored=%d dup=%d conflicts=%d refused=%d rejected=%d", s.batches, s.stored,
+                    s.duplicates, s.conflicts, s.refused, s.rejected)
     worker.stop()
     backend.close()
     return 0
@@ -76,14 +77,24 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(devices, indent=2))
         return 0
-    print(f"{'device':<20} {'site':<14} {'online':<7} {'boot':>5} {'events':>9} {'last_seq':>18}  gaps")
+    print(f"{'device':<20} {'site':<14} {'online':<7} {'boot':>5} {'events':>9} {'last_seq':>18}  "
+          f"{'lost':<28} gaps")
     for d in devices:
         gaps = ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in d["gaps"][:5]) or "-"
         if len(d["gaps"]) > 5:
             gaps += f" (+{len(d['gaps']) - 5})"
         print(f"{d['device']:<20} {d['site'] or '':<14} {'yes' if d['online'] else 'no':<7} "
-              f"{d['boot'] if d['boot'] is not None else '-':>5} {d['events']:>9} {d['last_seq'] or '-':>18}  {gaps}")
+              f"{d['boot'] if d['boot'] is not None else '-':>5} {d['events']:>9} {d['last_seq'] or '-':>18}  "
+              f"{losses(d):<28} {gaps}")
     return 0
+
+
+def losses(d: dict[str, Any]) -> str:
+    """Records the device reported lost (counted, and ranges of unknown size) and conflicts, with reasons."""
+    reasons = sorted({x["reason"] for x in d["lost"] + d["unknown"]})
+    text = str(d["lost_count"]) + (f" +{len(d['unknown'])} unknown" if d["unknown"] else "")
+    text += f" ({', '.join(reasons)})" if reasons else ""
+    return text + (f" {d['conflicts']} conflicts" if d["conflicts"] else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="Seconds the broker keeps queueing for this worker while it is down (then devices re-send).")
     r.add_argument("--slow-ms", type=float, default=0.0, help="Sleep per commit (fault tests: a slow hub).")
     r.add_argument("--log-level", default="INFO", help="Logging level.")
-    s = sub.add_parser("status", help="Per-device online state, boot count, last seq and gaps.")
+    s = sub.add_parser("status", help="Per-device online state, boot count, last seq, records lost (with the "
+                                      "device's reason) and unexplained gaps.")
     s.add_argument("--db", default="hub.db", help="Hub database URL or path.")
     s.add_argument("--json", action="store_true", help="Print JSON.")
     args = p.parse_args(argv)

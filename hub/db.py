@@ -2,18 +2,32 @@
 
 Exceptions from the drivers are not translated: a failed commit sends no ack, and the device
 re-sends, which is the whole recovery story.
+
+Per batch the hub guarantees (docs/protocol.md):
+- a record is acked only when the hub holds that very record (kind, ts, body) under its seq; a
+  different record already stored under the seq is a *conflict*: kept apart in `conflicts`, counted,
+  logged, and named in the ack so the device renumbers it (`Ingested.conflict`);
+- a batch of a run (epoch) the hub has not seen, whose epoch is not above the highest seq the hub
+  holds for the device, is refused whole (`Ingested.refused_top`): the device's numbering went back
+  (guard and database rolled back) and it must renumber the run above that seq before sending again.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from edge_agent.sync.envelope import Batch
+from hub.gaps import classify, explain_gaps, loss_ranges, subtract
+
+__all__ = ["Backend", "DeviceState", "Ingested", "PostgresBackend", "SqliteBackend", "device_row", "explain_gaps",
+           "open_backend", "subtract"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -26,43 +40,48 @@ class DeviceState:
     meta: dict[str, Any]
 
 
+@dataclass
+class Ingested:
+    """What became of one batch."""
+
+    stored: int = 0
+    dup: int = 0
+    conflict: list[int] = field(default_factory=list)  # seqs held with a different record
+    refused_top: int | None = None  # refused: the highest seq held for the device
+
+
 class Backend(Protocol):
-    def ingest(self, batches: list[Batch], states: list[DeviceState]) -> list[tuple[int, int]]: ...
+    def ingest(self, batches: list[Batch], states: list[DeviceState]) -> list[Ingested]: ...
     def devices(self) -> list[dict[str, Any]]: ...
     def count(self) -> int: ...
     def close(self) -> None: ...
 
 
-def subtract(gaps: list[list[int]], holes: Iterable[tuple[int, int]]) -> list[list[int]]:
-    """Remove the ranges in holes from gaps (all inclusive)."""
-    out = [list(g) for g in gaps]
-    for a, b in sorted(holes):
-        nxt = []
-        for g0, g1 in out:
-            if b < g0 or a > g1:
-                nxt.append([g0, g1])
-                continue
-            if g0 < a:
-                nxt.append([g0, a - 1])
-            if b < g1:
-                nxt.append([b + 1, g1])
-        out = nxt
-    return out
-
-
-def explain_gaps(raw: list[tuple[int, int]], skips: list[tuple[int, int]], epochs: set[int]) -> list[list[int]]:
-    """Missing seq ranges minus the ones the device announced as dropped, and minus epoch jumps."""
-    gaps = [[a, b] for a, b in raw if b + 1 not in epochs]
-    return subtract(gaps, skips)
-
-
 def device_row(cols: tuple[Any, ...], meta: dict[str, Any], events: int, raw: list[tuple[int, int]],
-               skips: list[tuple[int, int]], epochs: set[int]) -> dict[str, Any]:
+               skips: list[tuple[int, int, str]], epochs: set[int], top_in: dict[tuple[int, int], int | None],
+               conflicts: int, received: tuple[int, int] | None) -> dict[str, Any]:
     """The per-device status both backends report (columns as selected from `devices`)."""
     dev, site, online, boot, epoch, last_seq, last_seen = cols
+    acc = classify(raw, skips, epochs, top_in, received)
     return {"device": dev, "site": site, "online": bool(online), "boot": boot, "epoch": epoch,
-            "last_seq": last_seq, "last_seen": last_seen, "events": events, "meta": meta,
-            "gaps": explain_gaps(raw, skips, epochs), "dropped_ranges": len(skips)}
+            "last_seq": last_seq, "last_seen": last_seen, "events": events, "meta": meta, **acc,
+            "lost_count": sum(x["count"] for x in acc["lost"]), "dropped_ranges": len(skips),
+            "conflicts": conflicts}
+
+
+def differing(batch: Batch, stored: list[tuple[int, str, float, str]]) -> list[int]:
+    """Seqs of the batch stored with another record (kind, ts or body differ)."""
+    mine = {s: (k, t, b) for s, k, t, b in zip(batch.seq, batch.kind, batch.ts, batch.body, strict=True)}
+    return sorted(s for s, k, t, b in stored if s in mine and mine[s] != (k, t, b))
+
+
+def log_outcome(b: Batch, res: Ingested) -> None:
+    if res.refused_top is not None:
+        logger.warning("device %s: batch %s of a new run starting at %d refused: seq %d is already held "
+                       "(the device's numbering went back)", b.device, b.batch, b.epoch, res.refused_top)
+    if res.conflict:
+        logger.warning("device %s: %d records differ from those already held under the same seq (e.g. %d): "
+                       "kept apart, not acked", b.device, len(res.conflict), res.conflict[0])
 
 
 SQLITE_SCHEMA = [
@@ -74,6 +93,9 @@ SQLITE_SCHEMA = [
     "CREATE TABLE IF NOT EXISTS epochs (device_id TEXT, first_seq INTEGER, PRIMARY KEY (device_id, first_seq))",
     "CREATE TABLE IF NOT EXISTS skips (device_id TEXT, first INTEGER, last INTEGER, reason TEXT,"
     " PRIMARY KEY (device_id, first, last))",
+    "CREATE TABLE IF NOT EXISTS conflicts (device_id TEXT NOT NULL, seq INTEGER NOT NULL, class TEXT NOT NULL,"
+    " kind TEXT NOT NULL, ts REAL NOT NULL, body TEXT NOT NULL, received REAL NOT NULL,"
+    " PRIMARY KEY (device_id, seq, ts))",
 ]
 
 GAP_SQL = ("SELECT seq + 1, nxt - 1 FROM (SELECT seq, LEAD(seq) OVER (ORDER BY seq) AS nxt FROM events"
@@ -92,21 +114,15 @@ class SqliteBackend:
         for sql in SQLITE_SCHEMA:
             self.conn.execute(sql)
 
-    def ingest(self, batches: list[Batch], states: list[DeviceState]) -> list[tuple[int, int]]:
+    def ingest(self, batches: list[Batch], states: list[DeviceState]) -> list[Ingested]:
         c = self.conn
         now = time.time()
         out = []
         c.execute("BEGIN IMMEDIATE")
         try:
             for b in batches:
-                n = len(b.seq)
-                # Per-batch constants as literals: binding 4 values a row instead of 8 is ~25% faster.
-                # Safe: device and site match ID_RE ([A-Za-z0-9_.-]) and class is an enum value.
-                cur = c.executemany(
-                    f"INSERT INTO events VALUES ('{b.device}',?,'{b.site}','{b.cls.value}',?,?,?,{now!r})"
-                    " ON CONFLICT DO NOTHING", zip(b.seq, b.kind, b.ts, b.body, strict=True))
-                out.append((cur.rowcount, n - cur.rowcount))
-                self._touch(b, now)
+                out.append(self._batch(b, now))
+                log_outcome(b, out[-1])
             for s in states:
                 self._state(s, now)
             c.execute("COMMIT")
@@ -116,6 +132,39 @@ class SqliteBackend:
             raise
         return out
 
+    def _batch(self, b: Batch, now: float) -> Ingested:
+        c = self.conn
+        top = self._refused(b)
+        if top is not None:
+            return Ingested(refused_top=top)
+        n = len(b.seq)
+        # Per-batch constants as literals: binding 4 values a row instead of 8 is ~25% faster.
+        # Safe: device and site match ID_RE ([A-Za-z0-9_.-]) and class is an enum value.
+        cur = c.executemany(
+            f"INSERT INTO events VALUES ('{b.device}',?,'{b.site}','{b.cls.value}',?,?,?,{now!r})"
+            " ON CONFLICT DO NOTHING", zip(b.seq, b.kind, b.ts, b.body, strict=True))
+        res = Ingested(cur.rowcount, n - cur.rowcount)
+        if res.dup:
+            held = c.execute("SELECT seq, kind, ts, body FROM events WHERE device_id=? AND seq BETWEEN ? AND ?",
+                             (b.device, min(b.seq), max(b.seq))).fetchall()
+            res.conflict = differing(b, held)
+            rows = {s: (k, t, x) for s, k, t, x in zip(b.seq, b.kind, b.ts, b.body, strict=True)}
+            c.executemany("INSERT OR IGNORE INTO conflicts VALUES (?,?,?,?,?,?,?)",
+                          [(b.device, s, b.cls.value, *rows[s], now) for s in res.conflict])
+        self._touch(b, now)
+        return res
+
+    def _refused(self, b: Batch) -> int | None:
+        """The highest seq held, when b opens a run (epoch) the hub has not seen that does not start above it."""
+        c = self.conn
+        if c.execute("SELECT 1 FROM epochs WHERE device_id=? AND first_seq=?", (b.device, b.epoch)).fetchone():
+            return None
+        row = c.execute("SELECT last_seq FROM devices WHERE device_id=?", (b.device,)).fetchone()
+        if row and row[0] is not None and row[0] >= b.epoch:
+            return int(row[0])
+        c.execute("INSERT OR IGNORE INTO epochs VALUES (?,?)", (b.device, b.epoch))
+        return None
+
     def _touch(self, b: Batch, now: float) -> None:
         c = self.conn
         top = max(b.seq) if b.seq else None
@@ -123,20 +172,18 @@ class SqliteBackend:
                   " ON CONFLICT(device_id) DO UPDATE SET last_seq=max(coalesce(last_seq, 0),"
                   " coalesce(excluded.last_seq, 0)), last_seen=excluded.last_seen, site=excluded.site",
                   (b.device, b.site, top, now, b.boot, b.epoch))
-        c.execute("INSERT OR IGNORE INTO epochs VALUES (?,?)", (b.device, b.epoch))
         if b.skipped:
             c.executemany("INSERT OR IGNORE INTO skips VALUES (?,?,?,?)",
                           [(b.device, f, la, r) for _, f, la, r in b.skipped])
 
     def _state(self, s: DeviceState, now: float) -> None:
+        # The epoch of a birth is not registered here: a run is accepted (or refused) by its first batch.
         self.conn.execute(
             "INSERT INTO devices (device_id, site, online, boot, epoch, last_seen, meta) VALUES (?,?,?,?,?,?,?)"
             " ON CONFLICT(device_id) DO UPDATE SET online=excluded.online, site=excluded.site,"
             " boot=coalesce(excluded.boot, boot), epoch=coalesce(excluded.epoch, epoch),"
             " last_seen=excluded.last_seen, meta=coalesce(excluded.meta, meta)",
             (s.device, s.site, int(s.online), s.boot, s.epoch, now, json.dumps(s.meta) if s.meta else None))
-        if s.epoch is not None:
-            self.conn.execute("INSERT OR IGNORE INTO epochs VALUES (?,?)", (s.device, s.epoch))
 
     def devices(self) -> list[dict[str, Any]]:
         c = self.conn
@@ -145,11 +192,16 @@ class SqliteBackend:
                          " ORDER BY device_id").fetchall()
         for dev, site, online, boot, epoch, last_seq, last_seen, meta in rows:
             raw = c.execute(GAP_SQL.format(p="?"), (dev,)).fetchall()
-            skips = c.execute("SELECT first, last FROM skips WHERE device_id=?", (dev,)).fetchall()
+            skips = c.execute("SELECT first, last, reason FROM skips WHERE device_id=?", (dev,)).fetchall()
             epochs = {r[0] for r in c.execute("SELECT first_seq FROM epochs WHERE device_id=?", (dev,))}
-            n = c.execute("SELECT COUNT(*) FROM events WHERE device_id=?", (dev,)).fetchone()[0]
+            top_in = {(a, b): c.execute("SELECT MAX(seq) FROM events WHERE device_id=? AND seq BETWEEN ? AND ?",
+                                        (dev, a, b)).fetchone()[0] for a, b, _ in loss_ranges(skips)}
+            n, lo, hi = c.execute("SELECT COUNT(*), MIN(seq), MAX(seq) FROM events WHERE device_id=?",
+                                  (dev,)).fetchone()
+            k = c.execute("SELECT COUNT(*) FROM conflicts WHERE device_id=?", (dev,)).fetchone()[0]
             out.append(device_row((dev, site, online, boot, epoch, last_seq, last_seen),
-                                  json.loads(meta) if meta else {}, n, raw, skips, epochs))
+                                  json.loads(meta) if meta else {}, n, raw, skips, epochs, top_in, k,
+                                  None if lo is None else (lo, hi)))
         return out
 
     def count(self) -> int:
@@ -168,6 +220,9 @@ PG_SCHEMA = [
     "CREATE TABLE IF NOT EXISTS epochs (device_id TEXT, first_seq BIGINT, PRIMARY KEY (device_id, first_seq))",
     "CREATE TABLE IF NOT EXISTS skips (device_id TEXT, first BIGINT, last BIGINT, reason TEXT,"
     " PRIMARY KEY (device_id, first, last))",
+    "CREATE TABLE IF NOT EXISTS conflicts (device_id TEXT NOT NULL, seq BIGINT NOT NULL, class TEXT NOT NULL,"
+    " kind TEXT NOT NULL, ts DOUBLE PRECISION NOT NULL, body TEXT NOT NULL, received DOUBLE PRECISION NOT NULL,"
+    " PRIMARY KEY (device_id, seq, ts))",
 ]
 
 
@@ -185,7 +240,7 @@ class PostgresBackend:
                 cur.execute(sql)
         self.conn.commit()
 
-    def ingest(self, batches: list[Batch], states: list[DeviceState]) -> list[tuple[int, int]]:
+    def ingest(self, batches: list[Batch], states: list[DeviceState]) -> list[Ingested]:
         try:
             return self._ingest(batches, states, strict=False)
         except self.psycopg.DataError:
@@ -195,28 +250,13 @@ class PostgresBackend:
             self.conn.rollback()
             raise
 
-    def _ingest(self, batches: list[Batch], states: list[DeviceState], strict: bool) -> list[tuple[int, int]]:
+    def _ingest(self, batches: list[Batch], states: list[DeviceState], strict: bool) -> list[Ingested]:
         now = time.time()
         out = []
         with self.conn.cursor() as cur:
             for b in batches:
-                n = len(b.seq)
-                bodies = [_json_or_wrapped(x) for x in b.body] if strict else b.body
-                cur.execute(
-                    "INSERT INTO events SELECT d, s, si, c, k, t, b::jsonb, r FROM unnest("
-                    "%s::text[], %s::bigint[], %s::text[], %s::text[], %s::text[], %s::float8[], %s::text[],"
-                    " %s::float8[]) AS u(d, s, si, c, k, t, b, r) ON CONFLICT DO NOTHING",
-                    ([b.device] * n, b.seq, [b.site] * n, [b.cls.value] * n, b.kind, b.ts, bodies, [now] * n))
-                out.append((cur.rowcount, n - cur.rowcount))
-                cur.execute(
-                    "INSERT INTO devices (device_id, site, last_seq, last_seen, boot, epoch) VALUES"
-                    " (%s,%s,%s,%s,%s,%s) ON CONFLICT (device_id) DO UPDATE SET last_seq=GREATEST("
-                    "devices.last_seq, excluded.last_seq), last_seen=excluded.last_seen, site=excluded.site",
-                    (b.device, b.site, max(b.seq) if b.seq else None, now, b.boot, b.epoch))
-                cur.execute("INSERT INTO epochs VALUES (%s,%s) ON CONFLICT DO NOTHING", (b.device, b.epoch))
-                for _, f, la, r in b.skipped:
-                    cur.execute("INSERT INTO skips VALUES (%s,%s,%s,%s) ON CONFLICT DO NOTHING",
-                                (b.device, f, la, r))
+                out.append(self._batch(cur, b, now, strict))
+                log_outcome(b, out[-1])
             for s in states:
                 cur.execute(
                     "INSERT INTO devices (device_id, site, online, boot, epoch, last_seen, meta) VALUES"
@@ -225,10 +265,42 @@ class PostgresBackend:
                     " epoch=COALESCE(excluded.epoch, devices.epoch), last_seen=excluded.last_seen,"
                     " meta=COALESCE(excluded.meta, devices.meta)",
                     (s.device, s.site, s.online, s.boot, s.epoch, now, json.dumps(s.meta) if s.meta else None))
-                if s.epoch is not None:
-                    cur.execute("INSERT INTO epochs VALUES (%s,%s) ON CONFLICT DO NOTHING", (s.device, s.epoch))
         self.conn.commit()
         return out
+
+    def _batch(self, cur: Any, b: Batch, now: float, strict: bool) -> Ingested:
+        cur.execute("SELECT 1 FROM epochs WHERE device_id=%s AND first_seq=%s", (b.device, b.epoch))
+        if cur.fetchone() is None:
+            cur.execute("SELECT last_seq FROM devices WHERE device_id=%s", (b.device,))
+            row = cur.fetchone()
+            if row and row[0] is not None and row[0] >= b.epoch:
+                return Ingested(refused_top=int(row[0]))
+            cur.execute("INSERT INTO epochs VALUES (%s,%s) ON CONFLICT DO NOTHING", (b.device, b.epoch))
+        n = len(b.seq)
+        bodies = [_json_or_wrapped(x) for x in b.body] if strict else b.body
+        cur.execute(
+            "INSERT INTO events SELECT d, s, si, c, k, t, b::jsonb, r FROM unnest("
+            "%s::text[], %s::bigint[], %s::text[], %s::text[], %s::text[], %s::float8[], %s::text[],"
+            " %s::float8[]) AS u(d, s, si, c, k, t, b, r) ON CONFLICT DO NOTHING",
+            ([b.device] * n, b.seq, [b.site] * n, [b.cls.value] * n, b.kind, b.ts, bodies, [now] * n))
+        res = Ingested(cur.rowcount, n - cur.rowcount)
+        if res.dup:  # compared as jsonb: the same record re-sent is equal whatever its key order
+            cur.execute(
+                "SELECT u.s FROM unnest(%s::bigint[], %s::text[], %s::float8[], %s::text[]) AS u(s, k, t, b)"
+                " JOIN events e ON e.device_id = %s AND e.seq = u.s"
+                " WHERE e.kind <> u.k OR e.ts <> u.t OR e.body <> u.b::jsonb", (b.seq, b.kind, b.ts, bodies, b.device))
+            res.conflict = sorted(r[0] for r in cur.fetchall())
+            rows = {s: (k, t, x) for s, k, t, x in zip(b.seq, b.kind, b.ts, bodies, strict=True)}
+            cur.executemany("INSERT INTO conflicts VALUES (%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
+                            [(b.device, s, b.cls.value, *rows[s], now) for s in res.conflict])
+        cur.execute(
+            "INSERT INTO devices (device_id, site, last_seq, last_seen, boot, epoch) VALUES"
+            " (%s,%s,%s,%s,%s,%s) ON CONFLICT (device_id) DO UPDATE SET last_seq=GREATEST("
+            "devices.last_seq, excluded.last_seq), last_seen=excluded.last_seen, site=excluded.site",
+            (b.device, b.site, max(b.seq) if b.seq else None, now, b.boot, b.epoch))
+        for _, f, la, r in b.skipped:
+            cur.execute("INSERT INTO skips VALUES (%s,%s,%s,%s) ON CONFLICT DO NOTHING", (b.device, f, la, r))
+        return res
 
     def devices(self) -> list[dict[str, Any]]:
         out = []
@@ -238,14 +310,19 @@ class PostgresBackend:
             for dev, site, online, boot, epoch, last_seq, last_seen, meta in cur.fetchall():
                 cur.execute(GAP_SQL.format(p="%s"), (dev,))
                 raw = cur.fetchall()
-                cur.execute("SELECT first, last FROM skips WHERE device_id=%s", (dev,))
+                cur.execute("SELECT first, last, reason FROM skips WHERE device_id=%s", (dev,))
                 skips = cur.fetchall()
                 cur.execute("SELECT first_seq FROM epochs WHERE device_id=%s", (dev,))
                 epochs = {r[0] for r in cur.fetchall()}
-                cur.execute("SELECT COUNT(*) FROM events WHERE device_id=%s", (dev,))
-                n = cur.fetchone()[0]  # type: ignore[index]
+                top_in = {}
+                for a, b, _ in loss_ranges(skips):
+                    cur.execute("SELECT MAX(seq) FROM events WHERE device_id=%s AND seq BETWEEN %s AND %s", (dev, a, b))
+                    top_in[(a, b)] = cur.fetchone()[0]  # type: ignore[index]
+                cur.execute("SELECT COUNT(*), MIN(seq), MAX(seq), (SELECT COUNT(*) FROM conflicts WHERE"
+                            " device_id=%s) FROM events WHERE device_id=%s", (dev, dev))
+                n, lo, hi, k = cur.fetchone()  # type: ignore[misc]
                 out.append(device_row((dev, site, online, boot, epoch, last_seq, last_seen), meta or {}, n,
-                                      raw, skips, epochs))
+                                      raw, skips, epochs, top_in, k, None if lo is None else (lo, hi)))
         self.conn.commit()
         return out
 

@@ -15,9 +15,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edge_agent.records import to_ranges
 from edge_agent.sync import envelope
-from edge_agent.sync.topics import PREFIX, Topics, parse
-from hub.db import Backend, DeviceState
+from edge_agent.sync.topics import PREFIX, Topics, hub_online, parse
+from hub.db import Backend, DeviceState, Ingested
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,8 @@ class HubStats:
     batches: int = 0
     stored: int = 0
     duplicates: int = 0
+    conflicts: int = 0  # records refused: the hub holds another record under the same seq
+    refused: int = 0  # batches refused: a new run that does not start above what the hub holds
     rejected: int = 0
     commits: int = 0
 
@@ -53,6 +56,8 @@ class HubWorker:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv5)
         self.client.max_inflight_messages_set(1000)
         self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
+        self._announce_mid: int | None = None
         self.client.on_message = lambda c, u, msg: self._q.put(msg)
         self.client.on_disconnect = lambda *a: self.connected.clear()
         self._thread = threading.Thread(target=self._loop, name="hub-ingest", daemon=True)
@@ -61,9 +66,22 @@ class HubWorker:
         if rc.is_failure:
             logger.error("broker refused the hub: %s", rc)
             return
-        client.subscribe([(f"$share/{self.group}/{self.prefix}/+/+/up/+", 1), (f"{self.prefix}/+/+/state", 1)])
+        _, mid = client.subscribe([(f"$share/{self.group}/{self.prefix}/+/+/up/+", 1),
+                                   (f"{self.prefix}/+/+/state", 1)])
+        # What devices sent while we were away may be gone: no session kept for us (a broker restarted
+        # without persistence), and even a kept one gets nothing published meanwhile on the shared
+        # subscription (mosquitto 2.0, measured: bench/broker_restart.py). Say so once the subscriptions
+        # hold, and devices re-send what is in flight at once instead of after their ack timeout.
+        self._announce_mid = mid
         self.connected.set()
-        logger.info("hub worker connected to %s:%d (group %s)", self.host, self.port, self.group)
+        logger.info("hub worker connected to %s:%d (group %s, session %s)", self.host, self.port, self.group,
+                    "kept" if flags.session_present else "new")
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, codes: Any, props: Any) -> None:
+        if mid == self._announce_mid:
+            self._announce_mid = None
+            online = json.dumps({"v": 1, "hub": client._client_id.decode(), "at": time.time()})
+            client.publish(hub_online(self.prefix), online, qos=1, retain=True)
 
     def start(self) -> None:
         props = Properties(PacketTypes.CONNECT)
@@ -124,12 +142,24 @@ class HubWorker:
             time.sleep(self.slow_s)
         results = self.backend.ingest(batches, states)
         self.stats.commits += 1
-        for b, (stored, dup) in zip(batches, results, strict=True):
+        for b, res in zip(batches, results, strict=True):
             self.stats.batches += 1
-            self.stats.stored += stored
-            self.stats.duplicates += dup
-            ack = envelope.Ack(b.batch, b.cls, b.ranges(), [s[0] for s in b.skipped], stored, dup)
-            self.client.publish(Topics(b.site, b.device, self.prefix).ack, envelope.encode_ack(ack), qos=1)
+            self.stats.stored += res.stored
+            self.stats.duplicates += res.dup
+            self.stats.conflicts += len(res.conflict)
+            self.stats.refused += res.refused_top is not None
+            self.client.publish(Topics(b.site, b.device, self.prefix).ack, envelope.encode_ack(ack_for(b, res)), qos=1)
+
+
+def ack_for(b: envelope.Batch, res: Ingested) -> envelope.Ack:
+    """The ack of one batch: only seqs held with this very record; a refused batch names nothing."""
+    if res.refused_top is not None:
+        return envelope.Ack(b.batch, b.cls, [], [], 0, 0, error="seq_rewind", top=res.refused_top)
+    ranges = b.ranges()
+    if res.conflict:
+        ranges = to_ranges(sorted(set(b.seq) - set(res.conflict)))
+    return envelope.Ack(b.batch, b.cls, ranges, [s[0] for s in b.skipped], res.stored, res.dup,
+                        conflict=to_ranges(res.conflict))
 
 
 def decode_state(site: str, device: str, payload: bytes) -> DeviceState:

@@ -11,12 +11,17 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+
+from hub.db import SqliteBackend
+from hub.ingest import HubWorker
 
 PY = sys.executable
 
@@ -257,3 +262,30 @@ def wait_growth(count: Callable[[], int], by: int, timeout: float, what: str) ->
     """Wait until count() has grown by `by` from now (records produced, passes at the hub); returns the count."""
     start = count()
     return int(wait_for(lambda: (n := count()) >= start + by and n, timeout, what))
+
+
+@contextmanager
+def hub_worker(db: Path, broker: Broker, client_id: str, **kw: Any) -> Iterator[HubWorker]:
+    """An in-process hub worker on a SQLite file, connected to the broker; stopped (session ended) after."""
+    backend = SqliteBackend(str(db))
+    w = HubWorker(backend, "127.0.0.1", broker.port, client_id=client_id, **kw)
+    w.start()
+    try:
+        assert w.connected.wait(10), "the hub worker did not connect"
+        yield w
+    finally:
+        w.stop()
+        backend.close()
+
+
+@contextmanager
+def tmpfs(mnt: Path, size: str) -> Iterator[Path]:
+    """A size-limited file system mounted at mnt (a real full disk); skips where mounting is not allowed."""
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root/CAP_SYS_ADMIN): {r.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

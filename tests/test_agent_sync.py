@@ -19,9 +19,8 @@ from edge_agent.app import Agent, overlay_path
 from edge_agent.records import DataClass
 from edge_agent.registry import AgentConfig
 from edge_agent.sync.uplink import Link
-from hub.db import SqliteBackend
 from hub.ingest import HubWorker
-from tests.helpers import Broker, Listener, agent_config, agent_proc, free_port, wait_for
+from tests.helpers import Broker, Listener, agent_config, agent_proc, free_port, hub_worker, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -40,13 +39,8 @@ def make_cfg(tmp_path: Path, broker: Broker, **over: Any) -> AgentConfig:
 
 @pytest.fixture
 def hub(tmp_path: Path, broker: Broker) -> Iterator[HubWorker]:
-    backend = SqliteBackend(str(tmp_path / "hub.db"))
-    w = HubWorker(backend, "127.0.0.1", broker.port, client_id="hub-test")
-    w.start()
-    assert w.connected.wait(10)
-    yield w
-    w.stop()
-    backend.close()
+    with hub_worker(tmp_path / "hub.db", broker, "hub-test") as w:
+        yield w
 
 
 def test_records_reach_hub_and_are_purged_only_after_ack(tmp_path: Path, broker: Broker, hub: HubWorker) -> None:

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from edge_agent.records import DataClass, Record
 from edge_agent.store import Outbox, OutboxClosed, OutboxFull, StorePolicy
 from edge_agent.store.seqguard import BLOCK
+from tests.helpers import tmpfs
 
 
 class Clock:
@@ -242,14 +244,9 @@ def test_size_limited_database_drops_measurements_keeps_transactions(tmp_path: P
 
 
 @pytest.fixture
-def tiny_tmpfs(tmp_path: Path):  # type: ignore[no-untyped-def]
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root/CAP_SYS_ADMIN): {r.stderr.decode().strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    with tmpfs(tmp_path / "mnt", "3m") as mnt:
+        yield mnt
 
 
 def test_real_disk_full_on_tmpfs(tiny_tmpfs: Path) -> None:
@@ -261,3 +258,27 @@ def test_real_disk_full_on_tmpfs(tiny_tmpfs: Path) -> None:
     with Outbox(db, StorePolicy(budget_bytes=1 << 30)) as ob:  # reopens cleanly on a full disk
         assert len(ob.fetch(DataClass.TRANSACTION, 0, limit=100_000, max_bytes=1 << 30)) == tx_ok
         assert ob.stats()["quarantined"] == []
+
+
+def test_a_late_duplicate_ack_never_deletes_a_newer_skip(tmp_path: Path) -> None:
+    """Skip ids were rowids, handed out again after the newest was deleted: a re-sent batch's second ack
+    then deleted a range never announced (false gaps at the hub). Ids are first seqs now."""
+    with Outbox(tmp_path / "o.db") as ob:
+        ob.put("state", "s", {"v": 1}, key="k")
+        ob.put("state", "s", {"v": 2}, key="k")  # coalesces the first: skip A
+        [a] = ob.pending_skips()
+        ob.ack(DataClass.STATE, [], [a[0]]).result()  # the hub acked the batch that carried A
+        ob.put("state", "s", {"v": 3}, key="k")  # coalesces the second: skip B
+        ob.ack(DataClass.STATE, [], [a[0]]).result()  # the same ack again (the batch was re-sent)
+        pending = ob.pending_skips()
+    assert [(f, la) for _, f, la, _ in pending] == [(a[1] + 1, a[1] + 1)], "B must still be announced"
+
+
+def test_pending_skips_beyond_those_in_flight_are_not_starved(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.db") as ob:
+        for i in range(10):
+            ob.put("state", "s", {"v": i}, key="k")
+        first = ob.pending_skips(limit=4)
+        rest = ob.pending_skips(limit=100, exclude=[s[0] for s in first])
+    assert len(first) == 4 and len(rest) == 5
+    assert {s[0] for s in first}.isdisjoint(s[0] for s in rest)

@@ -1,7 +1,8 @@
 """Durable on-device storage: the SQLite outbox.
 
 Exceptions raised here (all subclass OutboxError):
-    OutboxFull    a transaction record could not be made durable (disk or budget full)
+    OutboxFull    a transaction record could not be made durable (disk or budget full); also raised by
+                  Outbox() when the disk is too full even to open the database and no reserve is left
     OutboxClosed  the outbox was closed before the record was written
 """
 

@@ -37,6 +37,18 @@ OUTBOX_MIGRATIONS: list[Migration] = [
             " WITHOUT ROWID",
         ],
     ),
+    (
+        "0003_skips_keyed_by_seq",
+        [
+            # A skip row's id was its rowid, handed out again once the newest row was deleted: a late
+            # (duplicate) ack naming an old id deleted a newer range before it was ever announced. The
+            # first seq of the range is the id now: seqs are never reused, so neither are ids.
+            "CREATE TABLE skipped_new (first INTEGER PRIMARY KEY, last INTEGER NOT NULL, reason TEXT NOT NULL)",
+            "INSERT OR IGNORE INTO skipped_new SELECT first, last, reason FROM skipped ORDER BY id",
+            "DROP TABLE skipped",
+            "ALTER TABLE skipped_new RENAME TO skipped",
+        ],
+    ),
 ]
 
 

@@ -10,7 +10,7 @@ import io
 import math
 import re
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -182,6 +182,8 @@ class Ack:
     stored: int
     dup: int
     error: str | None = None
+    conflict: list[list[int]] = field(default_factory=list)  # seqs the hub holds a different record under
+    top: int | None = None  # with error "seq_rewind": the highest seq the hub holds for the device
 
 
 def encode_ack(ack: Ack) -> bytes:
@@ -189,7 +191,21 @@ def encode_ack(ack: Ack) -> bytes:
                            "ranges": ack.ranges, "skips": ack.skip_ids, "stored": ack.stored, "dup": ack.dup}
     if ack.error:
         doc["error"] = ack.error
+    if ack.conflict:
+        doc["conflict"] = ack.conflict
+    if ack.top is not None:
+        doc["top"] = ack.top
     return orjson.dumps(doc)
+
+
+def _ranges(doc: dict[str, Any], key: str) -> list[list[int]]:
+    ranges = doc.get(key, [])
+    if not isinstance(ranges, list) or not all(
+        isinstance(r, list) and len(r) == 2 and all(type(x) is int and 0 < x < 2**63 for x in r)
+        and r[0] <= r[1] for r in ranges
+    ):
+        raise EnvelopeError(f"{key} must be a list of [first, last] positive integers")
+    return ranges
 
 
 def decode_ack(payload: bytes) -> Ack:
@@ -201,16 +217,14 @@ def decode_ack(payload: bytes) -> Ack:
         cls = DataClass(doc.get("class"))
     except ValueError as err:
         raise EnvelopeError(f"unknown class {doc.get('class')!r}"[:200]) from err
-    ranges = doc.get("ranges")
-    if not isinstance(ranges, list) or not all(
-        isinstance(r, list) and len(r) == 2 and all(type(x) is int and 0 < x < 2**63 for x in r)
-        and r[0] <= r[1] for r in ranges
-    ):
+    if not isinstance(doc.get("ranges"), list):
         raise EnvelopeError("ranges must be a list of [first, last] positive integers")
+    ranges = _ranges(doc, "ranges")
     skips = doc.get("skips", [])
     if not isinstance(skips, list) or not all(type(x) is int and 0 <= x < 2**63 for x in skips):
         raise EnvelopeError("skips must be a list of integers")
     error = doc.get("error")
     if error is not None and not isinstance(error, str):
         raise EnvelopeError("error must be a string")
-    return Ack(batch, cls, ranges, skips, _int(doc, "stored"), _int(doc, "dup"), error)
+    top = None if doc.get("top") is None else _int(doc, "top")
+    return Ack(batch, cls, ranges, skips, _int(doc, "stored"), _int(doc, "dup"), error, _ranges(doc, "conflict"), top)

@@ -38,6 +38,15 @@ class Topics:
     def result(self) -> str:
         return f"{self.base}/result"
 
+    @property
+    def hub_online(self) -> str:
+        return hub_online(self.prefix)
+
+
+def hub_online(prefix: str = PREFIX) -> str:
+    """Retained by the hub each time it (re)subscribes without its old session: devices re-send at once."""
+    return f"{prefix}/_hub/online"
+
 
 def parse(topic: str, prefix: str = PREFIX) -> tuple[str, str, str, str] | None:
     """Split `{prefix}/{site}/{device}/{kind}[/{rest}]` into (site, device, kind, rest) or None."""

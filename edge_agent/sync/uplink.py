@@ -27,7 +27,7 @@ from paho.mqtt.properties import Properties
 from edge_agent import __version__
 from edge_agent.config.models import DeviceConfig, MqttConfig, SyncConfig
 from edge_agent.core.backoff import Backoff, TokenBucket
-from edge_agent.records import PRIORITY, Block, DataClass
+from edge_agent.records import PRIORITY, Block, DataClass, to_ranges
 from edge_agent.store.outbox import Outbox
 from edge_agent.sync import envelope
 from edge_agent.sync.topics import Topics
@@ -50,6 +50,7 @@ class Inflight:
     cls: DataClass
     payload: bytes
     skip_ids: list[int]
+    ranges: list[list[int]]  # seqs of the rows it carries: an ack deletes no others
     sent_at: float
     tries: int = 1
 
@@ -64,6 +65,7 @@ class UplinkStats:
     refusals: int = 0
     puback_failures: int = 0
     bad_acks: int = 0
+    stale_acks: int = 0  # acks of batches not in flight (an earlier session or run, or forged): ignored
     last_ack_at: float = 0.0
 
 
@@ -96,6 +98,8 @@ class Uplink:
         self._inflight: dict[str, Inflight] = {}
         self._mids: dict[int, str] = {}
         self._batch_no = 0
+        self._nonce = os.urandom(3).hex()  # batch ids unique across runs (the boot counter can be rolled back)
+        self._hub_seen: bytes | None = None  # the hub's last online announcement
         self._live_floor: dict[DataClass, int] = {}
         self._live_cur: dict[DataClass, int] = {}
         self._back_cur: dict[DataClass, int] = {}
@@ -141,6 +145,8 @@ class Uplink:
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.topic == self.topics.ack:
             self._handle_ack(bytes(msg.payload))
+        elif msg.topic == self.topics.hub_online:
+            self._events.put(("hub_online", bytes(msg.payload)))
         elif self.on_command is not None and msg.topic.startswith(self.topics.base + "/cmd/"):
             self.on_command(msg.topic[len(self.topics.base) + 5:], bytes(msg.payload))
 
@@ -151,16 +157,57 @@ class Uplink:
             self.stats.bad_acks += 1
             logger.warning("rejected ack: %s", err)
             return
-        if ack.error:
-            logger.error("hub rejected batch %s: %s", ack.batch, ack.error)
-        self.outbox.ack(ack.cls, ack.ranges, ack.skip_ids).add_done_callback(self._count_acked)
-        self._events.put(("ack", ack.batch))
+        self._events.put(("ack", ack))  # applied on the network thread, where the in-flight table is read
         self._wake.set()
 
+    def _apply_ack(self, ack: envelope.Ack) -> None:
+        """Delete what the hub holds, but only rows and skips this very batch carried: an ack from an
+        earlier session or run (or a forged one) must not delete a newer announcement that reuses an id."""
+        with self._lk:
+            item = self._inflight.pop(ack.batch, None)
+        if ack.error:
+            logger.error("hub rejected batch %s: %s", ack.batch, ack.error)
+        if ack.error == "seq_rewind" and ack.top is not None:
+            # The hub holds numbers of this run already: renumber the run above them, then send it all again.
+            self.outbox.rebase(ack.top).add_done_callback(
+                lambda fut: self._events.put(("resync", None)) if not fut.exception() and fut.result() else None)
+        if item is None:
+            self.stats.stale_acks += 1
+            return  # not (or no longer) in flight: whatever it named is still queued and goes out again
+        if ack.conflict:  # the hub holds other records under these seqs: they go out again under new ones
+            self.outbox.renumber(ack.cls, ack.conflict)
+        ranges = [[max(a, c), min(b, d)] for a, b in ack.ranges for c, d in item.ranges if a <= d and c <= b]
+        skips = [i for i in ack.skip_ids if i in item.skip_ids]
+        session = self._session
+        self.outbox.ack(item.cls, ranges, skips).add_done_callback(
+            lambda fut: self._count_acked(fut) if fut.exception() is None
+            else self._events.put(("undeleted", (session, ack.batch, item))))
+
+    def _hub_online(self, payload: bytes) -> None:
+        """The hub (re)subscribed: batches in flight may have been dropped by the broker while it was away
+        (docs/protocol.md, Hub online). Send them again now, not after the ack timeout."""
+        if payload == self._hub_seen:
+            return  # the retained announcement again, at our own (re)subscribe
+        first, self._hub_seen = self._hub_seen is None, payload
+        with self._lk:
+            for item in self._inflight.values():
+                item.sent_at = -1e18
+            n = len(self._inflight)
+        if n and not first:
+            logger.info("hub is back: re-sending %d batches in flight", n)
+        self._wake.set()
+
+    def _undeleted(self, session: int, bid: str, item: Inflight) -> None:
+        """The outbox could not delete what the hub acked (disk full): keep the batch in flight, so it is
+        sent again after the ack timeout and its next ack deletes."""
+        with self._lk:
+            if session == self._session:
+                item.sent_at = self.clock()
+                self._inflight.setdefault(bid, item)
+
     def _count_acked(self, fut: Any) -> None:
-        if fut.exception() is None:
-            self.stats.records_acked += fut.result()
-            self.stats.last_ack_at = time.time()
+        self.stats.records_acked += fut.result()
+        self.stats.last_ack_at = time.time()
 
     def _connect_once(self) -> bool:
         """One connect attempt; True once CONNACK says success."""
@@ -242,7 +289,13 @@ class Uplink:
             if kind == "disconnect":
                 result = "disconnect"
             elif kind == "ack":
-                self._ack_inflight(arg)
+                self._apply_ack(arg)
+            elif kind == "resync":
+                self.resync()
+            elif kind == "undeleted":
+                self._undeleted(*arg)
+            elif kind == "hub_online":
+                self._hub_online(arg)
             elif kind == "puback_fail":
                 mid, reason = arg
                 self.stats.puback_failures += 1
@@ -256,7 +309,7 @@ class Uplink:
                  "role": self.device.role, "boot": self.boot, "epoch": self.outbox.epoch,
                  "agent": __version__, "meta": self.device.metadata, "ts": time.time()}
         self.client.publish(self.topics.state, json.dumps(birth), qos=1, retain=True)
-        self.client.subscribe([(self.topics.ack, 1), (self.topics.cmd, 1)])
+        self.client.subscribe([(self.topics.ack, 1), (self.topics.cmd, 1), (self.topics.hub_online, 1)])
         with self._lk:
             self._inflight.clear()
             self._mids.clear()
@@ -277,10 +330,6 @@ class Uplink:
         self._set_state(Link.STOPPED)
 
     # ---------------------------------------------------------------- sending
-
-    def _ack_inflight(self, batch: str) -> None:
-        with self._lk:
-            self._inflight.pop(batch, None)
 
     def _expire_mid(self, mid: int) -> None:
         with self._lk:
@@ -352,16 +401,19 @@ class Uplink:
             in_flight_skips = {i for it in self._inflight.values() for i in it.skip_ids}
         while room > 0:
             picked = self._next_rows()
+            skips = self.outbox.pending_skips(exclude=in_flight_skips)
             if picked is None:
-                break
+                if not skips:
+                    break
+                # Drops with no row left to carry them: announce them alone, or the hub sees false gaps.
+                picked = (DataClass.STATE, Block([], [], [], []))
             cls, rows = picked
-            skips = [s for s in self.outbox.pending_skips() if s[0] not in in_flight_skips]
             in_flight_skips.update(s[0] for s in skips)
             self._batch_no += 1
-            bid = f"{self.boot:x}-{self._session:x}-{self._batch_no:x}"
+            bid = f"{self.boot:x}.{self._nonce}-{self._session:x}-{self._batch_no:x}"
             payload = envelope.encode_batch(self.device.id, self.device.site, cls, bid, self.outbox.epoch,
                                             self.boot, rows, skips, self.sync.compression)
-            item = Inflight(cls, payload, [s[0] for s in skips], now)
+            item = Inflight(cls, payload, [s[0] for s in skips], to_ranges(rows.seq), now)
             with self._lk:
                 self._inflight[bid] = item
                 self._publish(bid, item)
