@@ -483,9 +483,25 @@ def test_a_big_allowlist_arrives_in_parts_and_is_installed_at_once(tmp_path: Pat
     ob.close()
 
 
+def _gt_crossings(gt: Path, x: float) -> list[str]:
+    """Directions ("in" = left to right) of every change of side of a GT box's bottom-centre, in frame order."""
+    tracks: dict[int, list[tuple[int, float]]] = {}
+    for row in gt.read_text().splitlines():
+        f = row.split(",")
+        tracks.setdefault(int(f[1]), []).append((int(f[0]), float(f[2]) + float(f[4]) / 2))
+    events = []
+    for points in tracks.values():
+        points.sort()
+        for (_, a), (frame, b) in zip(points, points[1:], strict=False):
+            if (a >= x) != (b >= x):
+                events.append((frame, "in" if b >= x else "out"))
+    return [d for _, d in sorted(events)]
+
+
 def test_camera_counted_door_feeds_the_site_occupancy(tmp_path: Path) -> None:
-    """A free entrance watched by a camera (TUD-Campus: 4 in, 1 out across x=320) adds to what the
-    turnstiles count, and raises the same capacity alerts."""
+    """A free entrance watched by a camera (TUD-Campus across x=320: by the ground truth one person leaves
+    at frame 2, before anyone came in, then four enter) adds to what the turnstiles count, and raises the
+    same capacity alerts."""
     from edge_agent.vision.config import VisionProducerConfig
     from edge_agent.vision.producer import VisionProducer
 
@@ -510,12 +526,17 @@ def test_camera_counted_door_feeds_the_site_occupancy(tmp_path: Path) -> None:
 
             wait_for(lambda: len(outbox_records(ob, DataClass.MEASUREMENT, "vision.crossing")) >= 5, 120,
                      "the camera's five crossings")
-            wait_for(lambda: inside() == 3, 5, "occupancy 4 in − 1 out")
+            # Occupancy never goes below zero, so replay the ground truth's crossings in frame order.
+            expected = 0
+            for direction in _gt_crossings(seq.parent / "gt" / "gt.txt", x=320):
+                expected = expected + 1 if direction == "in" else max(0, expected - 1)
+            assert expected == 4
+            wait_for(lambda: inside() == expected, 5, f"occupancy {expected} from the ground truth's crossings")
         finally:
             stop.set()
             gate.join(5)
             cam.join(10)
         alerts = [b["level"] for b in outbox_records(ob, DataClass.TRANSACTION, "gate.capacity_alert")]
-    assert alerts == [0.8, 0.9, 1.0]  # 4/4 reached before the one who left
+    assert alerts == [0.8, 0.9, 1.0]  # 4/4 reached
     with pytest.raises(ValueError, match="vision_lines"):
         GateRoleConfig.model_validate({**gcfg.model_dump(mode="json"), "vision_lines": ["no-slash"]})
