@@ -1,7 +1,8 @@
 """Keys a remote config can never change: identity, broker link, trust anchors, secrets, storage places.
 
 `locked_changes(old, new)` compares two config documents (model_dump(mode="json") form, or a merge of one
-with a patch) and names every locked key whose value differs, as a dotted path. Pure; raises nothing.
+with a patch) and names every locked key `new` holds with another value, as a dotted path (keys `new`
+leaves out take defaults: the agent compares the validated configs as well). Pure; raises nothing.
 Producers are paired by name, so a patch cannot slip a locked key in by adding a role (a new role that
 carries a ticket key or a state directory is itself a locked change).
 """
@@ -42,10 +43,10 @@ def _walk(old: Any, new: Any, path: str) -> list[str]:
     if isinstance(new, dict):
         o = old if isinstance(old, dict) else {}
         out = []
-        for key in sorted(set(o) | set(new)):
-            if key in LOCKED_NAMES and o.get(key, MISSING) != new.get(key, MISSING):
+        for key in sorted(new):  # a key left out takes its default: compare validated configs to see those
+            if key in LOCKED_NAMES and o.get(key, MISSING) != new[key]:
                 out.append(f"{path}.{key}")
-            elif key in new:
+            elif key not in LOCKED_NAMES:
                 out += _walk(o.get(key, MISSING), new[key], f"{path}.{key}")
         return out
     if isinstance(new, list):
