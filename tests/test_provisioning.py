@@ -21,6 +21,7 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from hub.claims import ClaimService, Endpoint
+from hub.commands import generate_key
 from hub.db import SqliteBackend
 from hub.ingest import HubWorker
 from hub.registry import Registry, Signed
@@ -107,9 +108,11 @@ def test_claim_to_a_syncing_agent_the_hub_shows_online(hub: Hub) -> None:
     template = hub.dir / "gate.toml"
     template.write_text(TEMPLATE)
     dev = hub.dir / "device"
+    hub_cmd_key = hub.dir / "hub-cmd.key"  # the hub's command key; its public half is shipped with the CA
+    (hub.dir / "hub-cmd.pub").write_text(generate_key(hub_cmd_key))
     t0 = time.monotonic()
     r = hub.provision(dev, *hub.claim_args(token), "--template", str(template), "--label-png",
-                      str(hub.dir / "label.png"))
+                      str(hub.dir / "label.png"), "--hub-key-file", str(hub.dir / "hub-cmd.pub"))
     took_provision = time.monotonic() - t0
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count(" ok (") == 8 and "[8/8] Printing the label" in r.stdout
@@ -146,6 +149,13 @@ def test_claim_to_a_syncing_agent_the_hub_shows_online(hub: Hub) -> None:
         busy = subprocess.run([PY, "-m", "provisioning.cli", "device", "selftest", "--config",
                                str(dev / "agent.yaml")], capture_output=True, text=True, timeout=60)
         assert busy.returncode == 2 and "the agent is running" in busy.stderr
+        # The hub signs a command with the key provisioning gave the device and sends it as _hub over mTLS.
+        hub_cert, hub_key = identity(hub.ca, hub.dir, "_hub")
+        sent = subprocess.run([PY, "-m", "hub", "command", "send", "--key", str(hub_cmd_key), "--counters",
+                               str(hub.dir / "hub-cmd.db"), "--broker", hub.broker.url("service"), "--ca",
+                               str(hub.broker.files.ca), "--cert", str(hub_cert), "--client-key", str(hub_key),
+                               "westlake", "gate-01", "ping"], capture_output=True, text=True, timeout=60)
+        assert sent.returncode == 0 and '"ok": true' in sent.stdout, sent.stdout + sent.stderr
     finally:
         agent.terminate()
         worker.stop()
