@@ -288,6 +288,10 @@ def test_node_config_over_mqtt_from_the_hub(tmp_path: Path, gateway: dict[str, A
         wait_for(lambda: len(hub_records(db, "node.air")) >= before + 3, 20, "readings at the new 1 s period")
         saved = json.loads((node.flash / "config.json").read_text())
         assert saved["interval_s"] == 1  # kept in flash for the next boot
+        # Wi-Fi and broker are the node's own: a signed hub command cannot move it either
+        wifi = command("c-wifi", {"node": "wc-n2", "set": {"ssid": "evil-ap", "psk": "evil-pass", "interval_s": 2}})
+        assert "ssid cannot be changed remotely" in json.dumps(wifi) and "psk cannot" in json.dumps(wifi), wifi
+        assert json.loads((node.flash / "config.json").read_text()) == saved and "evil" not in node.output()
         # a key the MQTT session depends on: saved, then the node restarts and comes back with it
         n_status = len(hub_records(db, "node.status"))
         again = command("c-ka", {"node": "wc-n2", "set": {"keepalive_s": 15}})
