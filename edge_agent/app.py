@@ -105,7 +105,8 @@ class Agent:
         hub_key = signed.load_public(cfg.commands.hub_key) if cfg.commands.hub_key else None
         if hub_key is None:
             logger.warning("no commands.hub_key: every downlink command will be refused")
-        auth = CommandAuth(hub_key, cfg.device.site, cfg.device.id, CounterFile(counter_path(cfg.store)))
+        counter = CounterFile(counter_path(cfg.store), floor=signed.counter_floor(time.time()))
+        auth = CommandAuth(hub_key, cfg.device.site, cfg.device.id, counter)
         self.router = CommandRouter({
             "ping": lambda args: {"pong": time.time(), "agent": __version__},
             "status": lambda args: self.status(),

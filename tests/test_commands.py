@@ -27,6 +27,7 @@ from edge_agent.sync.cmdauth import CommandAuth
 from edge_agent.sync.downlink import CommandRouter
 from hub.commands import CounterBook, Signer, generate_key, load_key, public_b64
 from tests.signing import HUB_KEY, HUB_PUB, SIGNER
+from tests.signing import signed as signed_payload
 
 NOW = 1_790_000_000.0
 PUB = signed.load_public(HUB_PUB)
@@ -97,8 +98,7 @@ def test_the_counter_is_durable_0600_and_never_goes_back(tmp_path: Path) -> None
     assert CounterFile(path).value == 5  # after a restart
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     path.write_text("garbage")
-    with pytest.raises(ValueError):
-        CounterFile(path)  # never silently back to 0 (old commands would run again)
+    assert CounterFile(path).value == 0 and path.with_name(path.name + ".damaged").exists()  # the agent starts
 
 
 def test_the_router_refuses_before_running_and_consumes_the_counter(tmp_path: Path) -> None:
@@ -106,18 +106,38 @@ def test_the_router_refuses_before_running_and_consumes_the_counter(tmp_path: Pa
     ran: list[dict[str, Any]] = []
     auth = CommandAuth(PUB, "westlake", "gate-01", CounterFile(tmp_path / "ctr"), clock)
     router = CommandRouter({"ping": lambda a: ran.append(a) or {"pong": 1}}, auth)
-    payload = json.dumps(doc(args={"n": 1}, ctr=20)).encode()
+    ctr = int(NOW * 1000)  # the hub counts in ms of issue time
+    payload = json.dumps(doc(args={"n": 1}, ctr=ctr)).encode()
     assert router.handle("ping", payload)["ok"] is True
     again = router.handle("ping", payload)
     assert again == {"id": "c1", "cmd": "ping", "ok": False, "refused": True,
-                     "error": "refused: replayed: counter 20 is not above the last accepted 20"}
+                     "error": f"refused: replayed: counter {ctr} is not above the last accepted {ctr}"}
     unsigned = router.handle("ping", b'{"id":"u1","args":{"n":2}}')
     assert unsigned["refused"] and unsigned["error"] == "refused: unsigned command"
     assert ran == [{"n": 1}] and router.refused == 2
     # an old counter is refused after a restart too
     router2 = CommandRouter({"ping": lambda a: ran.append(a) or {}}, CommandAuth(
         PUB, "westlake", "gate-01", CounterFile(tmp_path / "ctr"), clock))
-    assert "replayed" in router2.handle("ping", json.dumps(doc(ctr=19)).encode())["error"] and len(ran) == 1
+    assert "replayed" in router2.handle("ping", json.dumps(doc(ctr=ctr - 1)).encode())["error"] and len(ran) == 1
+
+
+def test_a_lost_or_damaged_counter_file_starts_from_the_time_floor(tmp_path: Path) -> None:
+    """The state is wiped (new disk) or the file damaged: the device starts from its clock minus 300 s in ms, so
+    every command the hub issued before that (its counters are at least its issue time in ms) is refused."""
+    captured = doc(iat=int(NOW) - 3600, ttl=86400, ctr=int((NOW - 3600) * 1000))  # still in its window
+    clock = ManualClock(NOW)
+    auth = CommandAuth(PUB, "westlake", "gate-01", CounterFile(tmp_path / "ctr"), clock)
+    assert auth.admit("ping", captured) is None  # delivered once, then the state is lost
+    (tmp_path / "ctr").unlink()
+    fresh = CounterFile(tmp_path / "ctr", floor=signed.counter_floor(NOW))
+    assert fresh.value == int((NOW - 300) * 1000) and CounterFile(tmp_path / "ctr").value == fresh.value
+    assert "replayed" in str(CommandAuth(PUB, "westlake", "gate-01", fresh, clock).admit("ping", captured))
+    (tmp_path / "ctr").write_text("{damaged")
+    again = CounterFile(tmp_path / "ctr", floor=signed.counter_floor(NOW))
+    assert again.value == fresh.value and (tmp_path / "ctr.damaged").exists()  # the agent still starts
+    new = doc(iat=int(NOW), ctr=int(NOW * 1000))
+    assert CommandAuth(PUB, "westlake", "gate-01", again, clock).admit("ping", new) is None
+    assert "valid for more than" in reason(doc(ttl=86401, ctr=int(NOW * 1000)))
 
 
 def test_hub_signer_counters_grow_and_survive_a_lost_book(tmp_path: Path) -> None:
@@ -204,10 +224,7 @@ def test_locked_keys_are_refused_and_nothing_changes(tmp_path: Path, patch: dict
     before = agent.cfg
     patch = json.loads(json.dumps(patch).replace('"ALLOW"', json.dumps(str(tmp_path / "allow.key"))))
     try:
-        payload = json.dumps(signed.sign(HUB_KEY, "config", "lk", {"patch": patch}, signed.Auth(
-            "westlake", "gate-01", int(NOW), int(NOW) + 10**9, int(NOW * 1000) + len(path)))).encode()
-        agent.router.auth.clock = ManualClock(NOW)  # type: ignore[union-attr]
-        res = agent.router.handle("config", payload)
+        res = agent.router.handle("config", signed_payload("westlake", "gate-01", "config", {"patch": patch}, "lk"))
         assert not res["ok"] and "locked keys" in res["error"] and path in res["error"], res
         assert agent.cfg is before and not (tmp_path / "agent.toml.remote.json").exists()
     finally:

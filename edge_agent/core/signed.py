@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 DOMAIN = b"smart-venue-edge/cmd/v1\n"
 MAX_CTR = 2**53  # JSON-safe integers: a counter the hub never reaches (it counts milliseconds at most)
 SKEW_S = 300  # an issued-at this far in the device's future is refused (its clock or the command is wrong)
+MAX_WINDOW_S = 86400  # exp - iat: a command valid for longer is refused (a captured one must die soon)
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,8 @@ def check(key: Ed25519PublicKey | None, site: str, device: str, name: str, doc: 
         return Refusal(f"signed for another device ({auth.site}/{auth.device})")
     if not 0 < auth.ctr <= MAX_CTR:
         return Refusal("counter out of range")
+    if auth.exp - auth.iat > MAX_WINDOW_S:
+        return Refusal(f"valid for more than {MAX_WINDOW_S} s")
     if now >= auth.exp:
         return Refusal(f"expired {now - auth.exp:.0f} s ago")
     if auth.iat > now + SKEW_S:
@@ -111,6 +114,13 @@ def check(key: Ed25519PublicKey | None, site: str, device: str, name: str, doc: 
         # and lock out the lists after it.
         return Refusal(f"args.version {version} is above the command counter {auth.ctr}")
     return auth
+
+
+def counter_floor(now: float) -> int:
+    """Where a device without a counter file starts (first boot, wiped or damaged state): the hub issues counters
+    of at least its issue time in ms, so every command issued more than SKEW_S before `now` is refused as
+    replayed; one captured in those last SKEW_S seconds could run once more, within its own window."""
+    return max(0, int((now - SKEW_S) * 1000))
 
 
 def load_public(text: str) -> Ed25519PublicKey:

@@ -10,26 +10,36 @@ old commands again).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from pathlib import Path
 
+logger = logging.getLogger(__name__)
+
 
 class CounterFile:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, floor: int = 0) -> None:
         self.path = path
         self._lock = threading.Lock()
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._value = self._read()
+        got = self._read()
+        self._value = -1 if got is None else got
+        if got is None:  # stored at once: a restart keeps this floor, it does not move it
+            self.advance(max(floor, 0))
 
-    def _read(self) -> int:
+    def _read(self) -> int | None:
         try:
             doc = json.loads(self.path.read_text())
         except FileNotFoundError:
-            return 0
+            return None
+        except (ValueError, UnicodeDecodeError):
+            doc = None
         value = doc.get("ctr") if isinstance(doc, dict) else None
         if type(value) is not int or value < 0:
-            raise ValueError(f"{self.path}: not a command counter file")
+            logger.error("command counter %s is damaged: set aside, starting from the time floor", self.path)
+            os.replace(self.path, self.path.with_name(self.path.name + ".damaged"))
+            return None
         return value
 
     @property
