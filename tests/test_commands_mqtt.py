@@ -225,6 +225,18 @@ name = "a"
     return conf
 
 
+def modes(tmp_path: Path) -> dict[str, int]:
+    """Permission bits of everything the agent wrote: its var/ tree and the files beside its config."""
+    seen: dict[str, int] = {}
+    for top in [tmp_path / "var", *tmp_path.glob("agent.toml.*")]:
+        for p in [top, *top.rglob("*")] if top.is_dir() else [top]:
+            try:
+                seen[str(p.relative_to(tmp_path))] = stat.S_IMODE(p.stat().st_mode)
+            except FileNotFoundError:
+                pass  # a temporary file renamed while we walked
+    return seen
+
+
 def test_every_file_the_agent_writes_is_0600_and_every_dir_0700(tmp_path: Path, broker: Broker) -> None:
     old = os.umask(0o022)  # the usual umask, inherited by the agent process: it must not rely on it
     conf = write_config(tmp_path, broker.url)
@@ -246,17 +258,15 @@ def test_every_file_the_agent_writes_is_0600_and_every_dir_0700(tmp_path: Path, 
         results.publish(topic, payload)
         wait_for(lambda: results.of(json.loads(payload)["id"]), 15, "the allow-list")
         wait_for(lambda: (tmp_path / "var" / "outbox.db-wal").exists(), 10, "the outbox WAL")
+        seen = modes(tmp_path)  # while it runs (WAL and shared-memory files exist now) ...
     finally:
         results.close()
         proc.terminate()
-    written = [tmp_path / "var", *(p for p in tmp_path.glob("agent.toml.*"))]
-    seen: dict[str, int] = {}
-    for top in written:
-        for p in [top, *top.rglob("*")] if top.is_dir() else [top]:
-            seen[str(p.relative_to(tmp_path))] = stat.S_IMODE(p.stat().st_mode)
+    seen.update(modes(tmp_path))  # ... and after it stopped
     names = set(seen)
-    for must in ("var", "var/outbox.db", "var/outbox.db.cmd-counter", "var/gate", "var/gate/allow.db",
-                 "var/gate/gate.db", "agent.toml.remote.json"):
+    for must in ("var", "var/outbox.db", "var/outbox.db-wal", "var/outbox.db-shm", "var/outbox.db.cmd-counter",
+                 "var/gate", "var/gate/allow.db", "var/gate/allow.db-wal", "var/gate/gate.db",
+                 "agent.toml.remote.json"):
         assert must in names, sorted(names)
     bad = {p: oct(m) for p, m in seen.items() if m & 0o077}
     assert not bad, f"readable by others: {bad}"
