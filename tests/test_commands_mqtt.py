@@ -10,6 +10,7 @@ import sqlite3
 import stat
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +55,12 @@ class Results(Listener):
 def online(agent: Agent, results: Results) -> None:
     wait_for(lambda: agent.uplink is not None and agent.uplink.state is Link.CONNECTED, 15, "agent online")
     # the agent's subscription may lag its CONNECTED state: ping until answered
-    n = [0]
+    n, tag = [0], uuid.uuid4().hex[:6]
 
     def pinged() -> bool:
         n[0] += 1
-        results.publish(f"{BASE}/cmd/ping", signed(SITE, DEV, "ping", {}, f"p{n[0]}"))
-        return any(results.of(f"p{i}") for i in range(1, n[0] + 1))
+        results.publish(f"{BASE}/cmd/ping", signed(SITE, DEV, "ping", {}, f"p{tag}{n[0]}"))
+        return any(results.of(f"p{tag}{i}") for i in range(1, n[0] + 1))
 
     wait_for(pinged, 15, "a ping answered", every=0.3)
 
@@ -120,6 +121,18 @@ def test_a_retained_command_is_not_run_again_on_reconnect(tmp_path: Path, broker
         try:
             assert wait_for(lambda: results.of("retained"), 15, "the retained command")[0]["ok"] is True
             assert agent.cfg.sync.backlog_rate == 77
+            online(agent, results)
+            # a reconnect in the same process: another client takes the device's client id, the broker drops the
+            # agent, it reconnects and subscribes again, and the broker hands it the retained command again
+            thief = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=DEV, protocol=mqtt.MQTTv5)
+            thief.connect("127.0.0.1", broker.port)
+            thief.loop_start()
+            wait_for(thief.is_connected, 10, "the session takeover")
+            thief.disconnect()
+            thief.loop_stop()
+            wait_for(lambda: len(results.of("retained")) >= 2, 20, "the retained command after the reconnect")
+            again = results.of("retained")[-1]
+            assert not again["ok"] and "replayed" in again["error"]
             online(agent, results)
             later = signed(SITE, DEV, "config", {"patch": {"sync": {"backlog_rate": 88}}}, "later")
             assert results.ask("config", later, "later")["ok"] is True
