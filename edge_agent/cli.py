@@ -27,7 +27,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     logs.setup("INFO")
     local = load_or_exit_local(Path(args.config))
-    revert.before_start(overlay_path(Path(args.config)), local.commands.revert_after_failed_starts)
+    try:
+        revert.before_start(overlay_path(Path(args.config)), local.commands.revert_after_failed_starts)
+    except OSError as err:  # a read-only config directory holds no overlay either: nothing to count or revert
+        logger.warning("cannot count this start for the remote-config revert: %s", err)
     cfg = load_or_exit(Path(args.config))
     logs.setup(cfg.log_level)
     agent = Agent(cfg, Path(args.config))
