@@ -7,6 +7,7 @@ TLS, `venue-provision` and `edge-agent` as the technician would run them (subpro
 
 from __future__ import annotations
 
+import io
 import json
 import stat
 import subprocess
@@ -298,3 +299,42 @@ def test_every_provisioning_command_has_help() -> None:
     r = subprocess.run([sys.executable, "-m", "provisioning.cli", "device", "provision", "--help"],
                        capture_output=True, text=True)
     assert r.returncode == 0 and "--claim" in r.stdout
+
+
+GATE_TEMPLATE = """[[producers]]
+type = "gate"
+venue = "westlake"
+public_key = "O2onvM62pC1io6jQKm8Nc2UyFXcd4kOmOsBIoYtZ2ik="
+capacity = 100
+allowlist_key = "westlake"
+[[producers.lanes]]
+name = "a"
+"""
+
+
+def test_provisioning_writes_the_hub_key_and_a_random_allowlist_secret(tmp_path: Path) -> None:
+    """A gate template: the allow-list secret becomes a random 0600 file (or the hub's, when given), never a
+    value in the config; the hub's command key lands in commands.hub_key."""
+    import yaml
+
+    from provisioning.device import Inputs, _State, _write_config
+    from provisioning.progress import Progress
+
+    (tmp_path / "gate.toml").write_text(GATE_TEMPLATE)
+    (tmp_path / "ca.pem").write_text("ca")
+    pub = generate_key(tmp_path / "hub-cmd.key")
+    written = []
+    for given in (None, b"the-hub-s-site-secret-0123456789"):
+        d = tmp_path / f"dev{len(written)}"
+        if given:
+            (tmp_path / "site.key").write_bytes(given)
+        inp = Inputs(directory=d, ca=tmp_path / "ca.pem", broker="mqtts://hub:8883", template=tmp_path / "gate.toml",
+                     hub_key=pub + "\n", allowlist_key=(tmp_path / "site.key") if given else None)
+        st = _State(device="gate-01", site="westlake", role="gate", chain="cert")
+        cfg = yaml.safe_load(_write_config(inp, st, d, Progress(1, io.StringIO())).read_text())
+        gate = cfg["producers"][0]
+        assert cfg["commands"]["hub_key"] == pub and "allowlist_key" not in gate
+        secret = Path(gate["allowlist_key_file"])
+        assert secret == d / "allowlist.key" and stat.S_IMODE(secret.stat().st_mode) == 0o600
+        written.append(secret.read_bytes())
+    assert len(written[0]) == 64 and bytes.fromhex(written[0].decode()) and written[1] == given
