@@ -251,3 +251,33 @@ def test_unlocked_keys_still_change_and_a_hand_edited_overlay_cannot_unlock(tmp_
     base = gate_agent(tmp_path).cfg.model_dump(mode="json")
     assert locked_changes(base, {**base, "log_level": "DEBUG"}) == []
     assert locked_changes(base, {**base, "mqtt": {**base["mqtt"], "keepalive_s": 9}}) == ["mqtt"]
+
+
+def test_secrets_cannot_be_written_into_the_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The allow-list secret, the local broker password and the hub's password have no config key: a file that
+    tries is refused (extra keys are errors); they come from the environment or a 0600 file."""
+    from pydantic import ValidationError
+
+    from edge_agent.nodes.config import NodesConfig
+
+    base = {"device": {"id": "gw-1", "site": "westlake"}}
+    gate = {"type": "gate", "venue": "westlake", "public_key": TICKET_PUB, "capacity": 1, "lanes": [{"name": "a"}]}
+    for bad in ({"producers": [{**gate, "allowlist_key": "westlake"}]},
+                {"producers": [{**gate}]},  # no source for the secret at all
+                {"producers": [{"type": "nodes", "username": "_agent", "password": "hunter2"}]},
+                {"mqtt": {"password": "hunter2"}}):
+        with pytest.raises(ValidationError):
+            AgentConfig.model_validate({**base, **bad})
+    (tmp_path / "agent.secret").write_text("s3cret\n")
+    nodes = NodesConfig.model_validate({"type": "nodes", "username": "_agent",
+                                        "password_file": str(tmp_path / "agent.secret")})
+    assert nodes.password() == "s3cret"
+    by_env = NodesConfig.model_validate({"type": "nodes", "username": "_agent", "password_env": "SVE_NODES_PW"})
+    with pytest.raises(ValueError, match="SVE_NODES_PW"):
+        by_env.password()
+    monkeypatch.setenv("SVE_NODES_PW", "from-env")
+    assert by_env.password() == "from-env"
+    cfg = AgentConfig.model_validate({**base, "producers": [{**gate, "allowlist_key_env": "SVE_ALLOW"}]})
+    monkeypatch.setenv("SVE_ALLOW", "short")
+    with pytest.raises(ValueError, match="shorter than 16 bytes"):
+        cfg.producers[0].allowlist_key()  # type: ignore[union-attr]
