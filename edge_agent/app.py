@@ -233,7 +233,7 @@ class Agent:
             "device": self.cfg.device.id, "site": self.cfg.device.site, "boot": self.boot,
             "queue": sum(c["depth"] for c in st["classes"].values()), "classes": st["classes"],
             "bytes": st["bytes"], "counters": st["counters"], "quarantined": st["quarantined"],
-            "store_full": st["full"],
+            "store_full": st["full"], "commands_refused": self.router.refused,
             **self._uplink_view(),
             "workers": {n: ("failed" if w.failed else "running") for n, w in self.supervisor.workers.items()},
         }

@@ -99,7 +99,7 @@ def test_forged_unsigned_tampered_expired_replayed_and_other_device_commands_hav
         assert not replay["ok"] and "replayed" in replay["error"]
         assert agent.cfg.sync.backlog_rate == 4321 and agent.cfg.log_level == "INFO"
         assert json.loads(overlay_path(cfg_file).read_text()) == {"sync": {"backlog_rate": 4321}}
-        assert agent.router.refused == 6 and agent.supervisor.healthy()
+        assert agent.router.refused == 6 and agent.status()["commands_refused"] == 6 and agent.supervisor.healthy()
     finally:
         results.close()
         agent.stop()
