@@ -189,7 +189,7 @@ def test_shared_session_runs_each_waiting_camera_once_with_the_batch() -> None:
             batches.append(len(x))
             return [x[:, :1, 0, 0][:, None] * 2]
 
-    s.session, s.input_name = FakeOrt(), "images"  # type: ignore[assignment]
+    s.session, s.input_name = FakeOrt(), "images"
     results: dict[int, float] = {}
 
     def cam(i: int) -> None:
