@@ -1,0 +1,99 @@
+"""Several cameras on one device: 1, 2 and 4 camera threads, each decoding its own copy of the PETS 2009
+video and counting on a line at x = W/2, all on ONE detector session (vision/session.py) — against one
+session per camera for comparison.
+
+The shipped YOLOX-nano export has a fixed batch of 1 (input [1, 3, 416, 416]), so the shared session runs
+the cameras' frames one after another under its lock; a model exported with a dynamic batch would have
+them batched (the session reads the batch dimension from the model). Frames/s are the sum over cameras,
+decoding included; each camera also reports its own.
+
+Ends with: RESULT cams1_fps= cams2_fps= cams4_fps= shared_sessions=1 separate_cams4_fps= batch=
+same_counts= (counts of each camera equal to the single-camera run's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from itertools import islice
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edge_agent.vision.counting import LineCounter  # noqa: E402
+from edge_agent.vision.detector import OnnxDetector, default_model_dir  # noqa: E402
+from edge_agent.vision.gating import GateConfig  # noqa: E402
+from edge_agent.vision.pipeline import Pipeline  # noqa: E402
+from edge_agent.vision.session import SessionPool, SessionSpec  # noqa: E402
+from edge_agent.vision.sources import open_source  # noqa: E402
+
+VIDEO = ROOT / "tests" / "fixtures" / "pets09_s2l1_view1_480x360.avi"
+
+
+def camera(video: str, det: OnnxDetector, frames: int, gated: bool, out: dict[str, object]) -> None:
+    first = next(iter(open_source(video)))
+    h, w = first.image.shape[:2]
+    line = LineCounter("mid", (w / 2, 0), (w / 2, h))
+    pipe = Pipeline(det, [line], gate=GateConfig() if gated else None)
+    t = time.perf_counter()
+    n = 0
+    for f in islice(open_source(video), frames):
+        pipe.process(lambda f=f: f.image, f.index)
+        n += 1
+    out.update(fps=n / (time.perf_counter() - t), frames=n, counts=dict(line.counts))
+
+
+def run(video: str, cams: int, frames: int, shared: bool, gated: bool, threads: int,
+        providers: tuple[str, ...]) -> tuple[float, list[dict[str, object]], int]:
+    pool = SessionPool()
+    spec = SessionSpec(default_model_dir(), providers, threads, False)
+    dets = [OnnxDetector(session=pool.get("shared" if shared else f"cam{i}", spec)) for i in range(cams)]
+    results: list[dict[str, object]] = [{} for _ in range(cams)]
+    workers = [threading.Thread(target=camera, args=(video, d, frames, gated, r)) for d, r in zip(dets, results,
+                                                                                                  strict=True)]
+    t = time.perf_counter()
+    for th in workers:
+        th.start()
+    for th in workers:
+        th.join()
+    total = sum(int(r["frames"]) for r in results) / (time.perf_counter() - t)  # type: ignore[call-overload]
+    return total, results, len(pool)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--video", default=str(VIDEO))
+    ap.add_argument("--frames", type=int, default=200, help="Frames per camera.")
+    ap.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads per session.")
+    ap.add_argument("--gated", action="store_true", help="Gated pipeline instead of every frame.")
+    ap.add_argument("--providers", default="CPUExecutionProvider", help="Comma-separated onnxruntime providers.")
+    a = ap.parse_args()
+    providers = tuple(a.providers.split(","))
+    fps: dict[int, float] = {}
+    base: object = None
+    same = True
+    batch: object = None
+    for cams in (1, 2, 4):
+        total, res, sessions = run(a.video, cams, a.frames, True, a.gated, a.threads, providers)
+        fps[cams] = total
+        base = base or res[0]["counts"]
+        same &= all(r["counts"] == base for r in res)
+        per = " ".join(f"{float(r['fps']):.1f}" for r in res)  # type: ignore[arg-type]
+        print(f"{cams} camera(s), {sessions} shared session: {total:.1f} frames/s in all (per camera: {per}), "
+              f"counts {[r['counts'] for r in res]}")
+    sep, res, sessions = run(a.video, 4, a.frames, False, a.gated, a.threads, providers)
+    print(f"4 cameras, {sessions} separate sessions: {sep:.1f} frames/s in all")
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(default_model_dir() / "yolox_nano.onnx"), providers=list(providers))
+    batch = sess.get_inputs()[0].shape[0]
+    print(f"RESULT cams1_fps={fps[1]:.1f} cams2_fps={fps[2]:.1f} cams4_fps={fps[4]:.1f} shared_sessions=1 "
+          f"separate_cams4_fps={sep:.1f} batch={batch} mode={'gated' if a.gated else 'every_frame'} "
+          f"same_counts={'true' if same else 'false'}")
+
+
+if __name__ == "__main__":
+    main()
