@@ -6,24 +6,18 @@ Raises ModelError for a missing model, a checksum mismatch or an unavailable pro
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from edge_agent.vision.geometry import Letterbox, nms, xywh_to_xyxy
+from edge_agent.vision.model import Manifest, ModelError
 
 logger = logging.getLogger(__name__)
 
 PERSON = 0
-
-
-class ModelError(RuntimeError):
-    """The model cannot be used: missing, corrupt, or not runnable here."""
 
 
 class Detector(Protocol):
@@ -62,32 +56,6 @@ def decode_yolov8(out: np.ndarray, n_classes: int = 80,
 
 
 DECODERS = ("yolox", "yolov8")
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-@dataclass
-class Manifest:
-    path: Path
-    sha256: str
-    size: int
-    decoder: str
-    strides: tuple[int, ...]
-
-    @classmethod
-    def load(cls, model_dir: Path) -> Manifest:
-        mf = model_dir / "manifest.json"
-        if not mf.exists():
-            raise ModelError(f"no manifest.json in {model_dir}")
-        doc = json.loads(mf.read_text())
-        return cls(model_dir / doc["file"], doc["sha256"], int(doc["input"]["shape"][-1]),
-                   doc["output"]["decoder"], tuple(doc["output"].get("strides", (8, 16, 32))))
 
 
 class Runner(Protocol):

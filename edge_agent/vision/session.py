@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.vision.detector import Manifest, ModelError, sha256_of
+from edge_agent.vision.model import Manifest, ModelError, sha256_of
 
 logger = logging.getLogger(__name__)
 
