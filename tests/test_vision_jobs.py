@@ -208,3 +208,17 @@ def test_shared_session_runs_each_waiting_camera_once_with_the_batch() -> None:
         t.join(5)
     assert results == {1: 2.0, 2: 4.0, 3: 6.0, 4: 8.0}  # each camera got its own frame's answer
     assert batches == [1, 3] and s.calls == 2 and s.frames == 4
+
+
+def test_cameras_sharing_a_detector_must_agree_on_it() -> None:
+    from edge_agent.registry import AgentConfig
+
+    def cam(name: str, **kw: object) -> dict[str, object]:
+        return {"type": "vision", "name": name, "source": "0", "lines": [{"name": "l", "points": [0, 0, 9, 0]}], **kw}
+
+    ok = AgentConfig.model_validate({"device": {"id": "d", "site": "s"}, "producers": [
+        cam("a", detector="yolo"), cam("b", detector="yolo"), cam("c", detector="gpu", threads=4)]})
+    assert len(ok.producers) == 3
+    with pytest.raises(ValidationError, match="'a' and 'b' share detector 'yolo' but set different threads"):
+        AgentConfig.model_validate({"device": {"id": "d", "site": "s"}, "producers": [
+            cam("a", detector="yolo"), cam("b", detector="yolo", threads=4)]})

@@ -164,3 +164,35 @@ def test_person_camera_ignores_the_truck(tmp_path: Path, panned_truck: Path) -> 
            "lines": [{"name": "entry", "points": [260, 576, 260, 0]}]}
     with run_camera(tmp_path, cfg, local(12)) as ob:
         assert outbox_records(ob, DataClass.MEASUREMENT, "vision.crossing") == []
+
+
+def test_two_cameras_share_one_detector_session(tmp_path: Path) -> None:
+    """Two camera roles naming one detector: one session in the process pool, both cameras' frames through it,
+    and each camera's counts what it gets alone."""
+    from edge_agent.vision.session import POOL
+
+    line = [{"name": "door", "points": [320, 0, 320, 480]}]
+    cfgs = [VisionProducerConfig.model_validate({"type": "vision", "name": f"cam{i}", "source": str(TUD),
+                                                 "lines": line, "every_frame": True, "detector": "pair-test",
+                                                 "interval_s": 1000}) for i in (1, 2)]
+    obs = [Outbox(tmp_path / f"{c.name}.db") for c in cfgs]
+    stop = threading.Event()
+    threads = [threading.Thread(target=VisionProducer(c, Context(ob)).run, args=(stop,))
+               for c, ob in zip(cfgs, obs, strict=True)]
+    for t in threads:
+        t.start()
+    try:
+        for ob in obs:
+            wait_for(lambda ob=ob: "vision.count" in ob.fetch(DataClass.MEASUREMENT, 0, limit=1000).kind, 120, "end")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    session = POOL.loaded("pair-test")
+    assert session is not None and session.frames == 2 * 71  # every frame of both cameras through the one session
+    with obs[0], obs[1]:
+        counts = [outbox_records(ob, DataClass.MEASUREMENT, "vision.count")[-1]["lines"]["door"] for ob in obs]
+    with run_camera(tmp_path / "alone", {"name": "alone", "source": str(TUD), "lines": line,
+                                         "every_frame": True}, local(12)) as ob:
+        alone = outbox_records(ob, DataClass.MEASUREMENT, "vision.count")[-1]["lines"]["door"]
+    assert counts == [alone, alone]

@@ -130,3 +130,17 @@ class VisionProducerConfig(RoleConfig):
 
     def class_ids(self) -> tuple[int, ...]:
         return tuple(sorted({COCO[o] for o in self.objects}))
+
+
+SESSION_FIELDS = ("model", "providers", "threads", "provider_fallback")
+
+
+def check_shared_detectors(cameras: list[VisionProducerConfig]) -> None:
+    """Cameras naming one detector share one session, so they must agree on it. Raises ValueError naming both."""
+    first: dict[str, VisionProducerConfig] = {}
+    for cam in cameras:
+        other = first.setdefault(cam.detector, cam)
+        differ = [f for f in SESSION_FIELDS if getattr(cam, f) != getattr(other, f)]
+        if differ:
+            raise ValueError(f"cameras {other.name!r} and {cam.name!r} share detector {cam.detector!r} but set "
+                             f"different {', '.join(differ)}: give one of them another detector name")

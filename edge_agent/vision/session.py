@@ -157,6 +157,11 @@ class SessionPool:
             self._sessions[name] = (spec, session)
             return session
 
+    def loaded(self, name: str) -> Any | None:
+        """The session loaded under `name`, if any (for health reports and tests)."""
+        held = self._sessions.get(name)
+        return held[1] if held else None
+
     def __len__(self) -> int:
         return len(self._sessions)
 
