@@ -222,3 +222,20 @@ def test_cameras_sharing_a_detector_must_agree_on_it() -> None:
     with pytest.raises(ValidationError, match="'a' and 'b' share detector 'yolo' but set different threads"):
         AgentConfig.model_validate({"device": {"id": "d", "site": "s"}, "producers": [
             cam("a", detector="yolo"), cam("b", detector="yolo", threads=4)]})
+
+
+def test_doctor_rows_for_detector_providers() -> None:
+    from edge_agent.vision.session import provider_rows
+
+    def cam(name: str, det: str, providers: list[str], fallback: bool = False) -> VisionProducerConfig:
+        return VisionProducerConfig(type="vision", name=name, source="0", detector=det, providers=providers,
+                                    provider_fallback=fallback, lines=[{"name": "l", "points": [0, 0, 9, 0]}])
+
+    cams = [cam("a", "cpu", ["CPUExecutionProvider"]), cam("b", "cpu", ["CPUExecutionProvider"]),
+            cam("c", "trt", ["TensorrtExecutionProvider", "CPUExecutionProvider"]),
+            cam("d", "cuda", ["CUDAExecutionProvider"], fallback=True)]
+    rows = provider_rows(cams, ["CPUExecutionProvider"])
+    assert [(r[0], r[1]) for r in rows] == [("detector cpu (a, b)", "OK"), ("detector cuda (d)", "WARN"),
+                                            ("detector trt (c)", "FAIL")]
+    assert "falls back to ['CPUExecutionProvider']" in rows[1][2]
+    assert provider_rows(cams[:1], None)[0][1] == "FAIL"  # onnxruntime not installed

@@ -103,3 +103,30 @@ def test_missing_provider_is_an_error_or_an_explicit_fallback(tmp_path: Path,
     assert e.value.code == 2 and "TensorrtExecutionProvider" in capsys.readouterr().err
     assert main([*args, "--provider-fallback"]) == 0  # no GPU here: runs on the CPU, says so
     assert "falling back to ['CPUExecutionProvider']" in capsys.readouterr().err  # the CLI logs to stderr
+
+
+def test_doctor_names_a_camera_whose_provider_is_missing(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(f"""
+[device]
+id = "cam-01"
+site = "westlake"
+[store]
+path = "{tmp_path / 'outbox.db'}"
+[mqtt]
+url = "mqtt://127.0.0.1:1"
+[[producers]]
+type = "vision"
+name = "gpu-cam"
+source = "0"
+providers = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+lines = [{{ name = "door", points = [0, 0, 10, 0] }}]
+""")
+    out = subprocess.run([sys.executable, "-m", "edge_agent", "doctor", "--config", str(cfg)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 1
+    row = next(line for line in out.stdout.splitlines() if "detector default (gpu-cam)" in line)
+    assert row.startswith("FAIL") and "TensorrtExecutionProvider" in row and "will not start" in row

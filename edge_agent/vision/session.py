@@ -46,6 +46,28 @@ def resolve_providers(wanted: list[str], available: list[str], fallback: bool) -
     return kept
 
 
+def provider_rows(cameras: list[Any], available: list[str] | None) -> list[tuple[str, str, str]]:
+    """`edge-agent doctor` rows, one per detector name: are its providers here? `available` is None when
+    onnxruntime itself is not installed."""
+    rows: list[tuple[str, str, str]] = []
+    for name in sorted({c.detector for c in cameras}):
+        cams = [c for c in cameras if c.detector == name]
+        wanted, fallback = list(cams[0].providers), cams[0].provider_fallback
+        who = f"detector {name} ({', '.join(c.name for c in cams)})"
+        if available is None:
+            rows.append((who, "FAIL", "onnxruntime is not installed (pip install smart-venue-edge[vision])"))
+            continue
+        missing = [p for p in wanted if p not in available]
+        if not missing:
+            rows.append((who, "OK", f"providers {wanted}"))
+        elif fallback:
+            kept = [p for p in wanted if p in available] or [CPU]
+            rows.append((who, "WARN", f"{missing} not available: falls back to {kept}"))
+        else:
+            rows.append((who, "FAIL", f"{missing} not available (have {available}): the camera will not start"))
+    return rows
+
+
 @dataclass
 class _Request:
     blob: np.ndarray
