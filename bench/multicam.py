@@ -7,7 +7,7 @@ the cameras' frames one after another under its lock; a model exported with a dy
 them batched (the session reads the batch dimension from the model). Frames/s are the sum over cameras,
 decoding included; each camera also reports its own.
 
-Ends with: RESULT cams1_fps= cams2_fps= cams4_fps= shared_sessions=1 separate_cams4_fps= batch=
+Ends with: RESULT cams1_fps= cams2_fps= cams4_fps= shared_sessions=1 separate_cams4_fps= session_mb= batch=
 same_counts= (counts of each camera equal to the single-camera run's).
 """
 
@@ -46,11 +46,21 @@ def camera(video: str, det: OnnxDetector, frames: int, gated: bool, out: dict[st
     out.update(fps=n / (time.perf_counter() - t), frames=n, counts=dict(line.counts))
 
 
+def rss_mb() -> float:
+    """Resident memory now (Linux /proc), MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def run(video: str, cams: int, frames: int, shared: bool, gated: bool, threads: int,
-        providers: tuple[str, ...]) -> tuple[float, list[dict[str, object]], int]:
+        providers: tuple[str, ...]) -> tuple[float, list[dict[str, object]], int, float]:
     pool = SessionPool()
     spec = SessionSpec(default_model_dir(), providers, threads, False)
+    before = rss_mb()
     dets = [OnnxDetector(session=pool.get("shared" if shared else f"cam{i}", spec)) for i in range(cams)]
+    loaded = rss_mb() - before
     results: list[dict[str, object]] = [{} for _ in range(cams)]
     workers = [threading.Thread(target=camera, args=(video, d, frames, gated, r)) for d, r in zip(dets, results,
                                                                                                   strict=True)]
@@ -60,7 +70,7 @@ def run(video: str, cams: int, frames: int, shared: bool, gated: bool, threads: 
     for th in workers:
         th.join()
     total = sum(int(r["frames"]) for r in results) / (time.perf_counter() - t)  # type: ignore[call-overload]
-    return total, results, len(pool)
+    return total, results, len(pool), loaded
 
 
 def main() -> None:
@@ -77,22 +87,23 @@ def main() -> None:
     same = True
     batch: object = None
     for cams in (1, 2, 4):
-        total, res, sessions = run(a.video, cams, a.frames, True, a.gated, a.threads, providers)
+        total, res, sessions, _ = run(a.video, cams, a.frames, True, a.gated, a.threads, providers)
         fps[cams] = total
         base = base or res[0]["counts"]
         same &= all(r["counts"] == base for r in res)
         per = " ".join(f"{float(r['fps']):.1f}" for r in res)  # type: ignore[arg-type]
         print(f"{cams} camera(s), {sessions} shared session: {total:.1f} frames/s in all (per camera: {per}), "
               f"counts {[r['counts'] for r in res]}")
-    sep, res, sessions = run(a.video, 4, a.frames, False, a.gated, a.threads, providers)
-    print(f"4 cameras, {sessions} separate sessions: {sep:.1f} frames/s in all")
+    sep, res, sessions, sep_mb = run(a.video, 4, a.frames, False, a.gated, a.threads, providers)
+    print(f"4 cameras, {sessions} separate sessions: {sep:.1f} frames/s in all; loading them took {sep_mb:.0f} MiB "
+          f"(~{sep_mb / 4:.0f} MiB a session, saved by each camera that shares one)")
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(default_model_dir() / "yolox_nano.onnx"), providers=list(providers))
     batch = sess.get_inputs()[0].shape[0]
     print(f"RESULT cams1_fps={fps[1]:.1f} cams2_fps={fps[2]:.1f} cams4_fps={fps[4]:.1f} shared_sessions=1 "
-          f"separate_cams4_fps={sep:.1f} batch={batch} mode={'gated' if a.gated else 'every_frame'} "
-          f"same_counts={'true' if same else 'false'}")
+          f"separate_cams4_fps={sep:.1f} session_mb={sep_mb / 4:.0f} batch={batch} "
+          f"mode={'gated' if a.gated else 'every_frame'} same_counts={'true' if same else 'false'}")
 
 
 if __name__ == "__main__":
