@@ -11,8 +11,7 @@ session it creates (onnxruntime silently drops a CUDA/TensorRT provider whose li
 A missing one raises ModelError, a start-up config error, unless `fallback` is set: then the session
 runs on what is there, the fallback is logged as a warning and reported in `SharedSession.providers`.
 
-Raises ModelError (missing/corrupt model, provider not available), ValueError (a detector name reused
-with other settings).
+Raises ModelError (missing/corrupt model, provider not available).
 """
 
 from __future__ import annotations
@@ -171,10 +170,13 @@ class SessionPool:
     def get(self, name: str, spec: SessionSpec) -> Any:
         with self._lock:
             held = self._sessions.get(name)
-            if held is not None:
-                if held[0] != spec:
-                    raise ValueError(f"detector {name!r} is already loaded with {held[0]}, not {spec}")
+            if held is not None and held[0] == spec:
                 return held[1]
+            if held is not None:
+                # One config never names a detector two ways (the agent's config check), so this is a new
+                # config (remote reconfiguration): load the new session; cameras still on the old one keep it
+                # until they restart.
+                logger.info("detector %s reloaded: %s (was %s)", name, spec, held[0])
             session = self._factory(spec.model, list(spec.providers), spec.threads, spec.fallback)
             self._sessions[name] = (spec, session)
             return session
