@@ -65,8 +65,9 @@ class VisionProducer:
         agg = Aggregator(c.interval_s)
         backoff = Backoff(1, 60)
         available: bool | None = None
-        t, t0 = 0.0, None
+        t = 0.0
         while not stop.is_set():
+            t0: float | None = None  # a replayed file's frame times restart at 0: so does the jobs' offset
             try:
                 for frame in open_source(c.source):
                     if stop.is_set():
