@@ -142,7 +142,7 @@ def test_provider_choice_is_an_error_or_an_explicit_fallback(caplog: pytest.LogC
 def test_pool_shares_one_session_per_name_and_reloads_on_new_settings() -> None:
     made = []
 
-    def factory(*args: object) -> object:
+    def factory(*args: object, **kw: object) -> object:
         made.append(args)
         return object()
 
@@ -241,3 +241,15 @@ def test_doctor_rows_for_detector_providers() -> None:
                                             ("detector trt (c)", "FAIL")]
     assert "falls back to ['CPUExecutionProvider']" in rows[1][2]
     assert provider_rows(cams[:1], None)[0][1] == "FAIL"  # onnxruntime not installed
+
+
+def test_tensorrt_gets_its_engine_cache_and_precision(tmp_path: Path) -> None:
+    from edge_agent.vision.session import provider_entries
+
+    wanted = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert provider_entries(wanted) == wanted  # no options asked: plain names
+    trt, cuda, cpu = provider_entries(wanted, tmp_path / "trt", trt_fp16=True)
+    assert trt == ("TensorrtExecutionProvider", {"trt_fp16_enable": "True", "trt_engine_cache_enable": "True",
+                                                 "trt_engine_cache_path": str(tmp_path / "trt")})
+    assert (cuda, cpu) == ("CUDAExecutionProvider", "CPUExecutionProvider")
+    assert provider_entries(["CPUExecutionProvider"], tmp_path) == ["CPUExecutionProvider"]

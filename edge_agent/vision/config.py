@@ -111,6 +111,9 @@ class VisionProducerConfig(RoleConfig):
                                             description="onnxruntime providers, in order (TensorRT, CUDA, CPU).")
     provider_fallback: bool = Field(False, description="A provider missing here is a start-up error; true: log a "
                                     "warning and run on the providers that are there (CPU at least).")
+    trt_cache_dir: Path | None = Field(None, description="TensorRT engine cache folder: the engine is built on the "
+                                       "first start (minutes on a Jetson) and loaded on later ones.")
+    trt_fp16: bool = Field(False, description="TensorRT in half precision (faster on Jetson/RTX; check the counts).")
     threads: int = Field(2, ge=1, le=16, description="onnxruntime intra-op threads.")
     model: Path | None = Field(None, description="Model folder with manifest.json (default models/yolox_nano).")
     loop: bool = Field(False, description="Replay a video file or folder forever (demos).")
@@ -132,7 +135,7 @@ class VisionProducerConfig(RoleConfig):
         return tuple(sorted({COCO[o] for o in self.objects}))
 
 
-SESSION_FIELDS = ("model", "providers", "threads", "provider_fallback")
+SESSION_FIELDS = ("model", "providers", "threads", "provider_fallback", "trt_cache_dir", "trt_fp16")
 
 
 def check_shared_detectors(cameras: list[VisionProducerConfig]) -> None:

@@ -67,6 +67,22 @@ def provider_rows(cameras: list[Any], available: list[str] | None) -> list[tuple
     return rows
 
 
+def provider_entries(providers: list[str], trt_cache_dir: Path | None = None,
+                     trt_fp16: bool = False) -> list[str | tuple[str, dict[str, str]]]:
+    """onnxruntime's `providers=` list with TensorRT's options. Without an engine cache TensorRT rebuilds its
+    engine at every start (minutes on a Jetson); with one the first start builds it, later ones load it."""
+    out: list[str | tuple[str, dict[str, str]]] = []
+    for p in providers:
+        if p == "TensorrtExecutionProvider" and (trt_cache_dir or trt_fp16):
+            opts = {"trt_fp16_enable": "True" if trt_fp16 else "False"}
+            if trt_cache_dir:
+                opts |= {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(trt_cache_dir)}
+            out.append((p, opts))
+        else:
+            out.append(p)
+    return out
+
+
 @dataclass
 class _Request:
     blob: np.ndarray
@@ -78,7 +94,8 @@ class SharedSession:
     """A thread-safe detector session: `run(blob)` from any camera thread, one inference at a time."""
 
     def __init__(self, model_dir: Path, providers: list[str] | None = None, threads: int = 2,
-                 fallback: bool = False, max_batch: int = 8) -> None:
+                 fallback: bool = False, max_batch: int = 8, trt_cache_dir: Path | None = None,
+                 trt_fp16: bool = False) -> None:
         import onnxruntime as ort
 
         self.manifest = m = Manifest.load(Path(model_dir))
@@ -91,7 +108,8 @@ class SharedSession:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(m.path), opts, providers=wanted)
+        self.session = ort.InferenceSession(str(m.path), opts,
+                                            providers=provider_entries(wanted, trt_cache_dir, trt_fp16))
         active = self.session.get_providers()
         if wanted[0] not in active:  # e.g. CUDA listed as built in, but libcudnn missing at load
             if not fallback:
@@ -157,6 +175,8 @@ class SessionSpec:
     providers: tuple[str, ...]
     threads: int
     fallback: bool
+    trt_cache_dir: Path | None = None
+    trt_fp16: bool = False
 
 
 class SessionPool:
@@ -177,7 +197,8 @@ class SessionPool:
                 # config (remote reconfiguration): load the new session; cameras still on the old one keep it
                 # until they restart.
                 logger.info("detector %s reloaded: %s (was %s)", name, spec, held[0])
-            session = self._factory(spec.model, list(spec.providers), spec.threads, spec.fallback)
+            session = self._factory(spec.model, list(spec.providers), spec.threads, spec.fallback,
+                                    trt_cache_dir=spec.trt_cache_dir, trt_fp16=spec.trt_fp16)
             self._sessions[name] = (spec, session)
             return session
 
