@@ -7,7 +7,10 @@ the cameras' frames one after another under its lock; a model exported with a dy
 them batched (the session reads the batch dimension from the model). Frames/s are the sum over cameras,
 decoding included; each camera also reports its own.
 
-Ends with: RESULT cams1_fps= cams2_fps= cams4_fps= shared_sessions=1 separate_cams4_fps= session_mb= batch=
+Frames/s on a machine shared with other work favour the run with more threads; CPU ms per frame is printed too.
+
+Ends with: RESULT cams1_fps= cams2_fps= cams4_fps= shared_sessions=1 separate_cams4_fps= cams4_cpu_ms=
+separate_cams4_cpu_ms= session_mb= batch=
 same_counts= (counts of each camera equal to the single-camera run's).
 """
 
@@ -64,13 +67,16 @@ def run(video: str, cams: int, frames: int, shared: bool, gated: bool, threads: 
     results: list[dict[str, object]] = [{} for _ in range(cams)]
     workers = [threading.Thread(target=camera, args=(video, d, frames, gated, r)) for d, r in zip(dets, results,
                                                                                                   strict=True)]
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     for th in workers:
         th.start()
     for th in workers:
         th.join()
-    total = sum(int(r["frames"]) for r in results) / (time.perf_counter() - t)  # type: ignore[call-overload]
-    return total, results, len(pool), loaded
+    frames = sum(int(r["frames"]) for r in results)  # type: ignore[call-overload]
+    # CPU time per frame (all threads of this process): the cost, less skewed than frames/s by other load on
+    # a shared machine (a process with more threads gets a larger share of busy cores).
+    results[0]["cpu_ms"] = 1000 * (time.process_time() - cpu) / frames
+    return frames / (time.perf_counter() - t), results, len(pool), loaded
 
 
 def main() -> None:
@@ -83,6 +89,7 @@ def main() -> None:
     a = ap.parse_args()
     providers = tuple(a.providers.split(","))
     fps: dict[int, float] = {}
+    cpu_ms: dict[int, float] = {}
     base: object = None
     same = True
     batch: object = None
@@ -92,17 +99,21 @@ def main() -> None:
         base = base or res[0]["counts"]
         same &= all(r["counts"] == base for r in res)
         per = " ".join(f"{float(r['fps']):.1f}" for r in res)  # type: ignore[arg-type]
+        cpu_ms[cams] = float(res[0]["cpu_ms"])  # type: ignore[arg-type]
         print(f"{cams} camera(s), {sessions} shared session: {total:.1f} frames/s in all (per camera: {per}), "
-              f"counts {[r['counts'] for r in res]}")
+              f"{cpu_ms[cams]:.1f} CPU ms a frame, counts {[r['counts'] for r in res]}")
     sep, res, sessions, sep_mb = run(a.video, 4, a.frames, False, a.gated, a.threads, providers)
-    print(f"4 cameras, {sessions} separate sessions: {sep:.1f} frames/s in all; loading them took {sep_mb:.0f} MiB "
+    sep_cpu = float(res[0]["cpu_ms"])  # type: ignore[arg-type]
+    print(f"4 cameras, {sessions} separate sessions: {sep:.1f} frames/s in all, {sep_cpu:.1f} CPU ms a frame; "
+          f"loading them took {sep_mb:.0f} MiB "
           f"(~{sep_mb / 4:.0f} MiB a session, saved by each camera that shares one)")
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(default_model_dir() / "yolox_nano.onnx"), providers=list(providers))
     batch = sess.get_inputs()[0].shape[0]
     print(f"RESULT cams1_fps={fps[1]:.1f} cams2_fps={fps[2]:.1f} cams4_fps={fps[4]:.1f} shared_sessions=1 "
-          f"separate_cams4_fps={sep:.1f} session_mb={sep_mb / 4:.0f} batch={batch} "
+          f"separate_cams4_fps={sep:.1f} cams4_cpu_ms={cpu_ms[4]:.1f} separate_cams4_cpu_ms={sep_cpu:.1f} "
+          f"session_mb={sep_mb / 4:.0f} batch={batch} "
           f"mode={'gated' if a.gated else 'every_frame'} same_counts={'true' if same else 'false'}")
 
 
