@@ -58,9 +58,9 @@ def rss_mb() -> float:
 
 
 def run(video: str, cams: int, frames: int, shared: bool, gated: bool, threads: int,
-        providers: tuple[str, ...]) -> tuple[float, list[dict[str, object]], int, float]:
+        providers: tuple[str, ...], spin: bool) -> tuple[float, list[dict[str, object]], int, float]:
     pool = SessionPool()
-    spec = SessionSpec(default_model_dir(), providers, threads, False)
+    spec = SessionSpec(default_model_dir(), providers, threads, False, spin=spin)
     before = rss_mb()
     dets = [OnnxDetector(session=pool.get("shared" if shared else f"cam{i}", spec)) for i in range(cams)]
     loaded = rss_mb() - before
@@ -85,6 +85,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=200, help="Frames per camera.")
     ap.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads per session.")
     ap.add_argument("--gated", action="store_true", help="Gated pipeline instead of every frame.")
+    ap.add_argument("--no-spin", action="store_true", help="onnxruntime threads do not busy-wait between runs.")
     ap.add_argument("--providers", default="CPUExecutionProvider", help="Comma-separated onnxruntime providers.")
     a = ap.parse_args()
     providers = tuple(a.providers.split(","))
@@ -94,7 +95,7 @@ def main() -> None:
     same = True
     batch: object = None
     for cams in (1, 2, 4):
-        total, res, sessions, _ = run(a.video, cams, a.frames, True, a.gated, a.threads, providers)
+        total, res, sessions, _ = run(a.video, cams, a.frames, True, a.gated, a.threads, providers, not a.no_spin)
         fps[cams] = total
         base = base or res[0]["counts"]
         same &= all(r["counts"] == base for r in res)
@@ -102,7 +103,7 @@ def main() -> None:
         cpu_ms[cams] = float(res[0]["cpu_ms"])  # type: ignore[arg-type]
         print(f"{cams} camera(s), {sessions} shared session: {total:.1f} frames/s in all (per camera: {per}), "
               f"{cpu_ms[cams]:.1f} CPU ms a frame, counts {[r['counts'] for r in res]}")
-    sep, res, sessions, sep_mb = run(a.video, 4, a.frames, False, a.gated, a.threads, providers)
+    sep, res, sessions, sep_mb = run(a.video, 4, a.frames, False, a.gated, a.threads, providers, not a.no_spin)
     sep_cpu = float(res[0]["cpu_ms"])  # type: ignore[arg-type]
     print(f"4 cameras, {sessions} separate sessions: {sep:.1f} frames/s in all, {sep_cpu:.1f} CPU ms a frame; "
           f"loading them took {sep_mb:.0f} MiB "
@@ -114,7 +115,8 @@ def main() -> None:
     print(f"RESULT cams1_fps={fps[1]:.1f} cams2_fps={fps[2]:.1f} cams4_fps={fps[4]:.1f} shared_sessions=1 "
           f"separate_cams4_fps={sep:.1f} cams4_cpu_ms={cpu_ms[4]:.1f} separate_cams4_cpu_ms={sep_cpu:.1f} "
           f"session_mb={sep_mb / 4:.0f} batch={batch} "
-          f"mode={'gated' if a.gated else 'every_frame'} same_counts={'true' if same else 'false'}")
+          f"mode={'gated' if a.gated else 'every_frame'} spin={'false' if a.no_spin else 'true'} "
+          f"same_counts={'true' if same else 'false'}")
 
 
 if __name__ == "__main__":

@@ -130,3 +130,16 @@ lines = [{{ name = "door", points = [0, 0, 10, 0] }}]
     assert out.returncode == 1
     row = next(line for line in out.stdout.splitlines() if "detector default (gpu-cam)" in line)
     assert row.startswith("FAIL") and "TensorrtExecutionProvider" in row and "will not start" in row
+
+
+def test_no_spin_session_detects_the_same() -> None:
+    import cv2
+
+    from edge_agent.vision.detector import OnnxDetector, default_model_dir
+    from edge_agent.vision.session import SharedSession
+
+    frame = cv2.imread(str(Path(__file__).parent / "fixtures" / "tud_campus" / "img1" / "000001.jpg"))
+    assert frame is not None
+    a = OnnxDetector(session=SharedSession(default_model_dir(), spin=True)).detect(frame)
+    b = OnnxDetector(session=SharedSession(default_model_dir(), spin=False)).detect(frame)
+    assert len(a) >= 3 and np.allclose(a, b, atol=1e-3)

@@ -114,6 +114,8 @@ class VisionProducerConfig(RoleConfig):
     trt_cache_dir: Path | None = Field(None, description="TensorRT engine cache folder: the engine is built on the "
                                        "first start (minutes on a Jetson) and loaded on later ones.")
     trt_fp16: bool = Field(False, description="TensorRT in half precision (faster on Jetson/RTX; check the counts).")
+    spin: bool = Field(True, description="onnxruntime threads busy-wait between runs (its default); false frees "
+                       "the CPU for decoding and other roles on a busy device (see bench/multicam.py --no-spin).")
     threads: int = Field(2, ge=1, le=16, description="onnxruntime intra-op threads.")
     model: Path | None = Field(None, description="Model folder with manifest.json (default models/yolox_nano).")
     loop: bool = Field(False, description="Replay a video file or folder forever (demos).")
@@ -135,7 +137,7 @@ class VisionProducerConfig(RoleConfig):
         return tuple(sorted({COCO[o] for o in self.objects}))
 
 
-SESSION_FIELDS = ("model", "providers", "threads", "provider_fallback", "trt_cache_dir", "trt_fp16")
+SESSION_FIELDS = ("model", "providers", "threads", "provider_fallback", "trt_cache_dir", "trt_fp16", "spin")
 
 
 def check_shared_detectors(cameras: list[VisionProducerConfig]) -> None:

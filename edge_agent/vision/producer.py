@@ -41,7 +41,7 @@ class VisionProducer:
 
         c = self.cfg
         spec = SessionSpec(Path(c.model) if c.model else default_model_dir(), tuple(c.providers), c.threads,
-                           c.provider_fallback, c.trt_cache_dir, c.trt_fp16)
+                           c.provider_fallback, c.trt_cache_dir, c.trt_fp16, c.spin)
         det = OnnxDetector(classes=c.class_ids(), session=POOL.get(c.detector, spec))
         lines = [LineCounter(ln.name, ln.points[:2], ln.points[2:], ln.margin_px) for ln in c.lines]
         zones = [Zone(z.name, list(z.polygon)) for z in c.zones]

@@ -95,7 +95,7 @@ class SharedSession:
 
     def __init__(self, model_dir: Path, providers: list[str] | None = None, threads: int = 2,
                  fallback: bool = False, max_batch: int = 8, trt_cache_dir: Path | None = None,
-                 trt_fp16: bool = False) -> None:
+                 trt_fp16: bool = False, spin: bool = True) -> None:
         import onnxruntime as ort
 
         self.manifest = m = Manifest.load(Path(model_dir))
@@ -108,6 +108,9 @@ class SharedSession:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+        # onnxruntime's worker threads busy-wait between runs by default: cheaper per run on idle cores, but
+        # they take CPU from the decoders and other roles on a busy device (bench/multicam.py --no-spin).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         self.session = ort.InferenceSession(str(m.path), opts,
                                             providers=provider_entries(wanted, trt_cache_dir, trt_fp16))
         active = self.session.get_providers()
@@ -177,6 +180,7 @@ class SessionSpec:
     fallback: bool
     trt_cache_dir: Path | None = None
     trt_fp16: bool = False
+    spin: bool = True
 
 
 class SessionPool:
@@ -198,7 +202,7 @@ class SessionPool:
                 # until they restart.
                 logger.info("detector %s reloaded: %s (was %s)", name, spec, held[0])
             session = self._factory(spec.model, list(spec.providers), spec.threads, spec.fallback,
-                                    trt_cache_dir=spec.trt_cache_dir, trt_fp16=spec.trt_fp16)
+                                    trt_cache_dir=spec.trt_cache_dir, trt_fp16=spec.trt_fp16, spin=spec.spin)
             self._sessions[name] = (spec, session)
             return session
 
