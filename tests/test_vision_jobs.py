@@ -73,6 +73,11 @@ def test_no_alarm_during_opening_hours_nor_for_a_short_visit() -> None:
     assert run(fence(), at(21), [[OUT]] * 30) == []  # someone outside the polygon
 
 
+def test_a_guarded_zone_with_someone_inside_asks_for_detection() -> None:
+    z = fence()
+    assert z.watching(at(21), [OUT, IN]) and not z.watching(at(21), [OUT]) and not z.watching(at(10), [IN])
+
+
 def test_missed_detections_shorter_than_gap_do_not_restart_the_timer() -> None:
     # present, 1 frame missed, present...: 6 s of presence in total → alarm despite the holes
     ev = run(fence(gap_s=2), at(21), [[IN], [IN], [], [IN], [IN], [], [IN], [IN]])

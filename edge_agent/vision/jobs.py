@@ -72,6 +72,10 @@ class IntrusionZone:
     last_seen: float | None = None
     alarm_at: float | None = None
 
+    def watching(self, now: float, points: list[Point]) -> bool:
+        """Guarded now and someone (even a track not yet confirmed) inside: worth a detection every frame."""
+        return not self.schedule.is_open(now) and any(point_in_polygon(x, y, self.polygon) for x, y in points)
+
     def tick(self, now: float, points: list[Point]) -> list[Alarm | Cleared]:
         people = sum(point_in_polygon(x, y, self.polygon) for x, y in points)
         if people:

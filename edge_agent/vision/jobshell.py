@@ -25,9 +25,9 @@ from edge_agent.vision.jobs import (
 logger = logging.getLogger(__name__)
 
 
-def anchors(tracks: list[Any]) -> list[tuple[float, float]]:
-    """Box bottom-centre of each confirmed track (where a person stands, where a car touches the ground)."""
-    return [(float((t.box[0] + t.box[2]) / 2), float(t.box[3])) for t in tracks if t.confirmed]
+def anchors(tracks: list[Any], confirmed: bool = True) -> list[tuple[float, float]]:
+    """Box bottom-centre of each (confirmed) track: where a person stands, where a car touches the ground."""
+    return [(float((t.box[0] + t.box[2]) / 2), float(t.box[3])) for t in tracks if t.confirmed or not confirmed]
 
 
 class Jobs:
@@ -46,9 +46,17 @@ class Jobs:
             d = cp.display
             self.board = Board(d.port, d.baud, d.encoding, d.ack)
         self._shown: list[tuple[str, str]] | None = None
+        self.now: float | None = None
         self._carpark_sent: tuple[int, int] | None = None
 
+    def must_detect(self, tracks: list[Any]) -> bool:
+        """For the gated pipeline: detect on every frame while a guarded e-fence zone holds a track, so its
+        track is confirmed and timed as on an every-frame camera (time of the previous frame)."""
+        pts = anchors(tracks, confirmed=False)
+        return self.now is not None and any(z.watching(self.now, pts) for z in self.intrusion)
+
     def tick(self, now: float, tracks: list[Any], crossings: list[Crossing]) -> None:
+        self.now = now
         points = anchors(tracks) if self.intrusion or self.density else []
         for z in self.intrusion:
             for e in z.tick(now, points):

@@ -32,7 +32,7 @@ class VisionProducer:
     def commands(self) -> dict[str, Handler]:
         return {}
 
-    def _pipeline(self) -> Any:
+    def _pipeline(self, must_detect: Any = None) -> Any:
         from edge_agent.vision.counting import LineCounter, Zone
         from edge_agent.vision.detector import OnnxDetector, default_model_dir
         from edge_agent.vision.gating import GateConfig
@@ -45,13 +45,14 @@ class VisionProducer:
         det = OnnxDetector(classes=c.class_ids(), session=POOL.get(c.detector, spec))
         lines = [LineCounter(ln.name, ln.points[:2], ln.points[2:], ln.margin_px) for ln in c.lines]
         zones = [Zone(z.name, list(z.polygon)) for z in c.zones]
-        return Pipeline(det, lines, zones, gate=None if c.every_frame else GateConfig(stride=c.stride))
+        return Pipeline(det, lines, zones, gate=None if c.every_frame else GateConfig(stride=c.stride),
+                        must_detect=must_detect)
 
     def run(self, stop: threading.Event) -> None:
         from edge_agent.vision.jobshell import Jobs
 
-        pipe = self._pipeline()
         jobs = Jobs(self.cfg, self.ctx.sink)
+        pipe = self._pipeline(jobs.must_detect if self.cfg.intrusion else None)
         try:
             self._loop(stop, pipe, jobs)
         finally:
