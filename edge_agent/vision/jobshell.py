@@ -64,6 +64,10 @@ class Jobs:
         for d in self.density:
             for lv in d.tick(now, points):
                 self._level(lv)
+        self.crossed(crossings)
+
+    def crossed(self, crossings: list[Crossing]) -> None:
+        """Line crossings (also those a file's end releases): the car park's count."""
         if self.carpark is not None:
             self._carpark(crossings)
 
