@@ -41,7 +41,7 @@ from edge_agent.kiosk.config import KioskConfig
 from edge_agent.nodes.config import NodesConfig
 from edge_agent.synthetic.config import SyntheticProducerConfig
 from edge_agent.toilet.config import ToiletRoleConfig
-from edge_agent.vision.config import VisionProducerConfig
+from edge_agent.vision.config import VisionProducerConfig, check_shared_detectors
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,7 @@ class AgentConfig(Base):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"producer names must be unique; repeated: {sorted(dup)}")
+        check_shared_detectors([p for p in self.producers if isinstance(p, VisionProducerConfig)])
         return self
 
 
