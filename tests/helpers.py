@@ -156,9 +156,14 @@ def outbox_depth(db: Path) -> int:
 
 
 def hub_pass_ids(db: Path) -> list[str]:
+    """Ids of the passes in a SQLite hub database ([] while the hub, just (re)started, has not made its tables)."""
     conn = sqlite3.connect(db, timeout=30)
     try:
         return [r[0] for r in conn.execute("SELECT json_extract(body, '$.id') FROM events WHERE kind='gate.pass'")]
+    except sqlite3.OperationalError as err:
+        if "no such table" not in str(err):
+            raise
+        return []
     finally:
         conn.close()
 
