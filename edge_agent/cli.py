@@ -68,7 +68,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         c = st["classes"]
         line = (f"queue {st['queue']:>6} (tx {c['transaction']['depth']}, meas {c['measurement']['depth']}, "
                 f"state {c['state']['depth']})  sent {st['sent']:>6}  acked {st['acked']:>6}  broker {st['broker']}")
-        if st["broker"] in ("disconnected", "refused"):
+        if st["broker"] in ("offline", "connecting"):
             line += "  — no broker: buffering locally"
         print(line, flush=True)
 

@@ -195,7 +195,7 @@ def test_status_and_doctor(tmp_path: Path, broker: Broker) -> None:
     st = run_cli("status", "--config", str(cfg), "--json")
     doc = json.loads(st.stdout)
     assert doc["classes"]["transaction"]["depth"] > 50 and doc["classes"]["transaction"]["oldest_age_s"] > 0
-    assert doc["runtime"]["broker"] in ("disconnected", "connecting", "stopped")
+    assert doc["runtime"]["broker"] in ("offline", "connecting", "closed")
     assert doc["agent"] == "not running"  # the run ended: its pid is gone
     human = run_cli("status", "--config", str(cfg))
     assert "oldest unsent" in human.stdout and "broker:" in human.stdout and "agent: not running" in human.stdout

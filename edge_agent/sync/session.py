@@ -270,9 +270,9 @@ class MqttSession:
         if self.birth is not None:
             b = self.birth()
             self.client.publish(b.topic, b.payload, qos=b.qos, retain=b.retain)
+        if self.on_online is not None:  # before ONLINE: users that wait for ONLINE see its effects
+            self._guard(self.on_online)
         self._set_state(SessionState.ONLINE)
-        if self.on_online is not None:
-            self.on_online()
 
     def loop_once(self, timeout: float = 0.05) -> bool:
         """Run paho's loop once and the queued handlers; False when the connection is gone."""
