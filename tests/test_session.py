@@ -144,3 +144,14 @@ def test_mutual_tls_session(tmp_path: Path, make_broker: Any) -> None:
     with pytest.raises(ValueError, match="tls.cert"):
         session(url, cfg={"tls": {"ca": str(pki["ca"]), "cert": str(tmp_path / "nope.pem"),
                                   "key": str(pki["client_key"])}})
+
+
+def test_nodes_gateway_settings_become_session_settings(tmp_path: Path) -> None:
+    from edge_agent.nodes.config import NodesConfig
+
+    n = NodesConfig(type="nodes", port=1884, username="edge-agent", password_file=tmp_path / "pw")
+    m = n.mqtt()
+    assert (m.host, m.port, m.protocol, m.username, m.password_file) == ("127.0.0.1", 1884, "3.1.1", "edge-agent",
+                                                                       tmp_path / "pw")
+    with pytest.raises(ValueError, match="one of password"):
+        NodesConfig(type="nodes", password="x", password_env="Y")

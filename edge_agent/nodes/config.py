@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from edge_agent.config.models import IDENT, RoleConfig
+from edge_agent.config.models import IDENT, MqttConfig, RoleConfig
 
 
 class NodesConfig(RoleConfig):
@@ -19,8 +20,22 @@ class NodesConfig(RoleConfig):
     port: int = Field(1883, ge=1, le=65535, description="Its port.")
     prefix: str = Field("svnode", pattern=IDENT, description="Topic prefix the nodes use.")
     username: str | None = Field(None, description="Local broker user.")
-    password: str | None = Field(None, description="Local broker password.")
+    password: str | None = Field(None, description="Local broker password (prefer password_env or password_file: "
+                                 "a secret in the config file is readable by whoever reads the config).")
+    password_env: str | None = Field(None, description="Environment variable holding the local broker password.")
+    password_file: Path | None = Field(None, description="File whose first line is the local broker password.")
     classes: dict[str, Literal["transaction", "measurement"]] = Field(
         {"air": "measurement", "stall": "transaction"},
         description="Node record kind → outbox class (unlisted kinds are measurements).")
     config_timeout_s: float = Field(10, gt=0, description="How long node.config waits for the node's answer.")
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> NodesConfig:
+        if sum(x is not None for x in (self.password, self.password_env, self.password_file)) > 1:
+            raise ValueError(f"producer {self.name}: give one of password, password_env, password_file")
+        return self
+
+    def mqtt(self) -> MqttConfig:
+        """The local broker as session settings (the nodes speak MQTT 3.1.1)."""
+        return MqttConfig(url=f"mqtt://{self.host}:{self.port}", protocol="3.1.1", keepalive_s=30,
+                          username=self.username, password_env=self.password_env, password_file=self.password_file)
