@@ -155,7 +155,11 @@ class MqttSession:
         c.max_queued_messages_set(0)
         if self.will is not None:
             c.will_set(self.will.topic, self.will.payload, qos=self.will.qos, retain=self.will.retain)
-        configure(c, self.cfg, self._password)
+        try:
+            configure(c, self.cfg, self._password)
+        except ValueError:
+            _discard(c)
+            raise
         # Events of a client already replaced (its late DISCONNECT) must not end the new connection.
         c.on_connect = lambda cl, u, flags, rc, p: self._put(cl, "connack", (rc, flags))
         c.on_disconnect = lambda cl, u, flags, rc, p: self._put(cl, "disconnect", rc)
@@ -173,10 +177,7 @@ class MqttSession:
             self._events.put(("puback_fail", (mid, str(rc))))
 
     def _rebuild(self) -> None:
-        try:
-            self.client.disconnect()
-        except Exception:  # noqa: BLE001 - the old socket may already be gone
-            pass
+        _discard(self.client)
         self.client = self._make_client()
 
     def _set_state(self, state: SessionState, why: str | None = None) -> None:
@@ -375,12 +376,26 @@ class MqttSession:
                 props.SessionExpiryInterval = 0  # leaving for good: drop our session (and shared-group seat)
             self.client.disconnect(properties=props)
             self.client.loop(timeout=0.1)
-        else:
-            try:
-                self.client.disconnect()
-            except Exception:  # noqa: BLE001 - never connected
-                pass
+        _discard(self.client)
         self._set_state(SessionState.CLOSED)
+
+
+def _discard(client: mqtt.Client) -> None:
+    """Drop a client for good: paho leaves the socket of a refused or failed connect open."""
+    try:
+        client.disconnect()
+    except Exception:  # noqa: BLE001 - never connected, or the socket is already gone
+        pass
+    # paho closes its socket and the wake-up socket pair that loop() made only in __del__, which for a client
+    # caught in a reference cycle may run after the sockets' own finalizers (a ResourceWarning, an error here).
+    reset = getattr(client, "_reset_sockets", None)
+    try:
+        if reset is not None:
+            reset()
+        elif client.socket() is not None:
+            client.socket().close()  # type: ignore[union-attr]
+    except OSError:
+        pass
 
 
 def probe(cfg: MqttConfig, client_id: str, timeout: float = 5.0) -> tuple[bool, str]:
