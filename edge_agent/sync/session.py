@@ -114,7 +114,7 @@ class MqttSession:
         *,
         subscriptions: list[tuple[str, int]] | None = None,
         on_message: Callable[[str, bytes, Any], None] | None = None,
-        on_online: Callable[[], None] | None = None,
+        on_online: Callable[[], object] | None = None,
         on_publish_failed: Callable[[int, str], None] | None = None,
         will: Message | None = None,
         birth: Callable[[], Message] | None = None,
