@@ -155,3 +155,58 @@ def test_nodes_gateway_settings_become_session_settings(tmp_path: Path) -> None:
                                                                        tmp_path / "pw")
     with pytest.raises(ValueError, match="one of password"):
         NodesConfig(type="nodes", password="x", password_env="Y")
+
+
+class V311OnlyBroker:
+    """Just enough of a broker that speaks only MQTT 3.1.1: refuses a v5 CONNECT with `v5_answer`, accepts 3.1.1.
+    (mosquitto cannot be told to refuse v5, so the fallback is shown against this stub.)"""
+
+    def __init__(self, v5_answer: bytes) -> None:
+        import socket
+        import threading
+
+        self.v5_answer, self.levels = v5_answer, []
+        self.srv = socket.create_server(("127.0.0.1", 0))
+        self.port = self.srv.getsockname()[1]
+        self.conns: list[Any] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.srv.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            head = conn.recv(2)
+            rest, mult = head[1] & 0x7F, 128  # remaining length (the CONNECTs here are short)
+            while head[-1] & 0x80:
+                head += conn.recv(1)
+                rest += (head[-1] & 0x7F) * mult
+                mult *= 128
+            body = b""
+            while len(body) < rest:
+                body += conn.recv(rest - len(body))
+            level = body[6]  # after the protocol name "\0\x04MQTT"
+            self.levels.append(level)
+            conn.sendall(self.v5_answer if level == 5 else bytes([0x20, 2, 0, 0]))
+
+    def close(self) -> None:
+        self.srv.close()
+        for c in self.conns:
+            c.close()
+
+
+@pytest.mark.parametrize("v5_answer", [bytes([0x20, 3, 0, 0x84, 0]), bytes([0x20, 2, 0, 1])],
+                         ids=["v5-unsupported-protocol", "v3-unacceptable-version"])
+def test_a_broker_that_refuses_v5_gets_3_1_1(v5_answer: bytes) -> None:
+    import paho.mqtt.client as mqtt
+
+    stub = V311OnlyBroker(v5_answer)
+    try:
+        s = session(f"mqtt://127.0.0.1:{stub.port}")
+        assert s.connect_once(5), s.last_error
+        assert stub.levels == [5, 4] and s.protocol == mqtt.MQTTv311 and s.refusals == 1 and s.online
+        s.close()
+    finally:
+        stub.close()

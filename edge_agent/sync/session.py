@@ -177,8 +177,19 @@ class MqttSession:
             self._events.put(("puback_fail", (mid, str(rc))))
 
     def _rebuild(self) -> None:
-        _discard(self.client)
-        self.client = self._make_client()
+        old, self.client = self.client, self._make_client()
+        _discard(old)
+        # What the old connection said (its CONNACK, its DISCONNECT) must not decide the new one's fate.
+        keep = []
+        while True:
+            try:
+                ev = self._events.get_nowait()
+            except queue.Empty:
+                break
+            if ev[0] not in ("connack", "disconnect", "suback"):
+                keep.append(ev)
+        for ev in keep:
+            self._events.put(ev)
 
     def _set_state(self, state: SessionState, why: str | None = None) -> None:
         if why is not None and state is not SessionState.ONLINE:
