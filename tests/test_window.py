@@ -177,3 +177,13 @@ def test_intersect_of_a_huge_forged_list_is_fast() -> None:
     t = time.perf_counter()
     got = intersect(forged, [[r, r + 3] for r in range(1, 20_001, 4)])
     assert time.perf_counter() - t < 2.0 and count(got) == 10_000
+
+
+def test_the_window_is_pure() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, edge_agent.sync.window; "
+            "print(sorted(m for m in ('paho', 'sqlite3', 'threading', 'edge_agent.store') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
