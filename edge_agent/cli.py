@@ -139,6 +139,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"broker: {rt.get('broker')} ({rt.get('broker_url')})  inflight {rt.get('inflight')}  "
               f"boot {rt.get('boot')}  reported {st['runtime_age_s']} s ago"
               + ("" if st["agent"] == "running" else "  (last known: the agent is not reporting)"))
+        if rt.get("broker") != "online" and rt.get("broker_error"):
+            print(f"broker error: {rt['broker_error']}")
     else:
         print("broker: unknown (agent has not reported yet)")
     if st["quarantined"]:
