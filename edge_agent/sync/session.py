@@ -18,6 +18,11 @@ message handlers, on_online, publish failures and jobs given to post() all run o
 paho's callbacks, so they may take locks that a publishing thread holds (paho holds its own mutexes while
 calling back, and publish() takes them too). publish() may be called from any thread.
 
+Users: the uplink (long-lived, start()/stop()), the nodes gateway (3.1.1 on the local broker), `doctor` and
+selftest (probe()), provisioning's one-question calls (connect_once() + loop_once()). A hub worker would use
+subscriptions=[("$share/hub/venue/v1/+/+/up/+", 1), ...], clean_start=False, session_expiry_s=300,
+max_inflight=1000, on_online=<announce hub online> (it runs once the SUBACK is in), on_message=<enqueue>.
+
 Nothing here raises into the caller except ValueError for bad settings (a password file that cannot be
 read, a TLS file missing): connection faults become state, never exceptions.
 """
