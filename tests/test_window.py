@@ -120,11 +120,17 @@ def test_broker_refusal_and_queue_full_make_a_batch_due_at_once() -> None:
     assert sorted(b for b, _ in w.due(100.5)) == ["b1", "b2"]
 
 
-def test_hub_back_makes_everything_due() -> None:
+def test_hub_back_makes_everything_due_but_not_more_than_once_per_half_timeout() -> None:
     w = window(timeout=10)
     for i in range(3):
         w.add(f"b{i}", flight([[i, i]], at=50))
-    assert w.hub_back() == 3 and len(w.due(50.1)) == 3
+    assert w.hub_back(50) == 3 and len(w.due(50.1)) == 3
+    assert w.hub_back(54.9) == 0 and w.due(55) == [] and w.stats.hub_back_limited == 1  # a flood re-sends nothing
+    assert w.hub_back(55) == 3 and len(w.due(55)) == 3
+    w.new_generation()  # reconnected: the next announcement counts at once, and an empty window uses up nothing
+    assert w.hub_back(56) == 0
+    w.add("b9", flight([[9, 9]], at=56))
+    assert w.hub_back(56.1) == 1
 
 
 def test_restore_after_a_failed_delete_only_in_the_same_generation() -> None:

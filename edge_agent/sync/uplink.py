@@ -165,7 +165,7 @@ class Uplink:
             return  # the retained announcement again, at our own (re)subscribe
         first, self._hub_seen = self._hub_seen is None, payload
         with self._lk:
-            n = self.window.hub_back()
+            n = self.window.hub_back(self.clock())
         if n and not first:
             logger.info("hub is back: re-sending %d batches in flight", n)
         self._wake.set()

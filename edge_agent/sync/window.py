@@ -58,6 +58,7 @@ class WindowStats:
     stale_acks: int = 0  # acks of batches not in flight (an earlier session or run, or forged): ignored
     foreign_acks: int = 0  # acks naming a batch in flight under another class: ignored
     clipped_acks: int = 0  # accepted acks that named seqs or skips the batch did not carry (those ignored)
+    hub_back_limited: int = 0  # hub-online announcements too close to the last one: no early re-send
 
 
 def _merge(ranges: Ranges) -> Ranges:
@@ -103,6 +104,7 @@ class Window:
         self._flights: dict[str, Flight] = {}
         self._mids: dict[int, str] = {}
         self._batch_no = 0
+        self._hub_back_at = -1e18
 
     def __len__(self) -> int:
         return len(self._flights)
@@ -117,6 +119,7 @@ class Window:
         """Forget everything in flight (a new connection, or a resync); return the new generation."""
         self._flights.clear()
         self._mids.clear()
+        self._hub_back_at = -1e18  # a new connection may need the hub's next announcement at once
         self.generation += 1
         return self.generation
 
@@ -162,8 +165,18 @@ class Window:
             self.not_sent(bid)
         return bid
 
-    def hub_back(self) -> int:
-        """The hub re-subscribed and may have lost what was in flight: everything is due now."""
+    def hub_back(self, now: float) -> int:
+        """The hub re-subscribed and may have lost what was in flight: everything is due now; the number due.
+
+        At most once per half ack timeout within one connection: a flood of (forged) announcements must not
+        turn the device into a re-send amplifier; a batch the limit holds back still goes at its own timeout.
+        With nothing in flight an announcement uses up nothing."""
+        if not self._flights:
+            return 0
+        if now - self._hub_back_at < self.ack_timeout_s / 2:
+            self.stats.hub_back_limited += 1
+            return 0
+        self._hub_back_at = now
         for f in self._flights.values():
             f.sent_at = NOW
         return len(self._flights)
