@@ -81,3 +81,14 @@ def test_forged_acks_delete_nothing_beyond_the_batch(device: tuple[Outbox, Uplin
     assert after == [s for s in before if s not in set(victim.seq)]
     assert up.stats.clipped_acks == 1 and up.stats.records_acked == 100
     assert up.inflight() >= 1 and batches[1].batch != victim.batch
+
+
+def test_a_flood_of_forged_hub_announcements_is_no_resend_amplifier(device: tuple[Outbox, Uplink, Listener]) -> None:
+    ob, up, spy = device
+    wait_for(lambda: up.inflight() == 2, 15, "two batches in flight")
+    for i in range(20):
+        spy.publish("venue/v1/_hub/online", json.dumps({"v": 1, "hub": f"evil-{i}", "at": i}))
+    wait_for(lambda: up.window.stats.hub_back_limited >= 19, 10, "the announcements to be handled")
+    # The first one re-sends what is in flight (it could be the real hub back); the other 19 re-send nothing.
+    wait_for(lambda: up.stats.resends >= 2, 10, "the one early re-send")
+    assert up.stats.resends == 2 and ob.depth() == ROWS

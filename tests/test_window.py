@@ -193,3 +193,26 @@ def test_the_window_is_pure() -> None:
             "print(sorted(m for m in ('paho', 'sqlite3', 'threading', 'edge_agent.store') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@given(st.lists(ranges_st, min_size=1, max_size=4),
+       st.lists(st.tuples(st.integers(0, 5), ranges_st, st.lists(st.integers(0, 9), max_size=4), ranges_st),
+                max_size=12))
+def test_no_ack_reaches_outside_its_batch(batches: list[list[list[int]]],
+                                          acks: list[tuple[int, list[list[int]], list[int], list[list[int]]]]) -> None:
+    w = window(size=8)
+    carried = {}
+    for i, rs in enumerate(batches):
+        f = flight(sorted(r[:] for r in rs), skips=[i, i + 4])
+        w.add(f"b{i}", f)
+        carried[f"b{i}"] = (f.ranges, set(f.skip_ids))
+    for n, ranges, skips, conflict in acks:
+        bid = f"b{n}"
+        in_flight = bid in w
+        plan = w.ack(ack(bid, ranges, skips=skips, conflict=conflict))
+        assert (plan is not None) == in_flight
+        if plan is not None:
+            inside, ids = carried[bid]
+            assert intersect(plan.delete, inside) == intersect(plan.delete, plan.delete)  # delete ⊆ batch
+            assert intersect(plan.renumber, inside) == intersect(plan.renumber, plan.renumber)
+            assert set(plan.skips) <= ids and bid not in w
