@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,7 @@ def test_birth_will_reconnect_and_goodbye(tmp_path: Path, broker: Broker) -> Non
         wait_for(lambda: s.online and listener.messages, 10, "birth")
         assert json.loads(listener.messages[-1][1])["state"] == "online"
         # A dead TCP link (no DISCONNECT): the broker publishes the last will; the session notices and comes back.
-        s.client.socket().close()
+        s.client.socket().shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
         wait_for(lambda: any(json.loads(p) == {"state": "offline"} for _, p, _r in listener.messages), 10, "last will")
         wait_for(lambda: s.connects == 2 and s.online, 10, "reconnect")
         assert len(online) == 2 and s.last_error and "lost" in s.last_error
@@ -162,7 +163,6 @@ class V311OnlyBroker:
     (mosquitto cannot be told to refuse v5, so the fallback is shown against this stub.)"""
 
     def __init__(self, v5_answer: bytes) -> None:
-        import socket
         import threading
 
         self.v5_answer, self.levels = v5_answer, []
