@@ -248,10 +248,11 @@ class Agent:
         """Broker connection and sync totals, for status, metrics and the runtime table."""
         up = self.uplink
         if up is None:
-            return {"broker": "stopped", "refusal": None, "inflight": 0, "sent": 0, "acked": 0, "resends": 0,
-                    "last_ack_at": 0}
-        return {"broker": up.state.value, "refusal": up.refusal, "inflight": up.inflight(),
-                "sent": up.stats.records_sent, "acked": up.stats.records_acked, "resends": up.stats.resends,
+            return {"broker": "closed", "refusal": None, "broker_error": None, "inflight": 0, "sent": 0, "acked": 0,
+                    "resends": 0, "last_ack_at": 0}
+        return {"broker": up.state.value, "refusal": up.refusal, "broker_error": up.session.last_error,
+                "inflight": up.inflight(), "sent": up.stats.records_sent, "acked": up.stats.records_acked,
+                "resends": up.stats.resends,
                 "last_ack_at": up.stats.last_ack_at}
 
     def _cmd_resync(self, args: dict[str, Any]) -> dict[str, Any]:

@@ -86,7 +86,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         c = st["classes"]
         line = (f"queue {st['queue']:>6} (tx {c['transaction']['depth']}, meas {c['measurement']['depth']}, "
                 f"state {c['state']['depth']})  sent {st['sent']:>6}  acked {st['acked']:>6}  broker {st['broker']}")
-        if st["broker"] in ("disconnected", "refused"):
+        if st["broker"] in ("offline", "connecting"):
             line += "  — no broker: buffering locally"
         print(line, flush=True)
 
@@ -157,6 +157,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"broker: {rt.get('broker')} ({rt.get('broker_url')})  inflight {rt.get('inflight')}  "
               f"boot {rt.get('boot')}  reported {st['runtime_age_s']} s ago"
               + ("" if st["agent"] == "running" else "  (last known: the agent is not reporting)"))
+        if rt.get("broker") != "online" and rt.get("broker_error"):
+            print(f"broker error: {rt['broker_error']}")
     else:
         print("broker: unknown (agent has not reported yet)")
     if st["quarantined"]:

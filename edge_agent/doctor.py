@@ -79,33 +79,16 @@ def fsync_latency(directory: Path, n: int = 20) -> tuple[float, float]:
 
 
 def broker_check(cfg: AgentConfig, timeout: float = 5.0) -> tuple[str, str]:
-    """TCP connect, then an MQTT CONNECT answered by CONNACK."""
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
-    from edge_agent.sync.uplink import configure_auth
+    """TCP connect, then an MQTT CONNECT answered by CONNACK, with the agent's own settings (TLS, login)."""
+    from edge_agent.sync.session import probe
 
     host, port = cfg.mqtt.host, cfg.mqtt.port
     try:
         socket.create_connection((host, port), timeout=timeout).close()
     except OSError as err:
         return "FAIL", f"{host}:{port} unreachable: {err}"
-    result: dict[str, Any] = {}
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{cfg.device.id}-doctor", protocol=mqtt.MQTTv5)
-    c.on_connect = lambda cl, u, f, rc, p: result.setdefault("rc", rc)
-    configure_auth(c, cfg.mqtt)
-    try:
-        c.connect(host, port, keepalive=10)
-        deadline = time.monotonic() + timeout
-        while "rc" not in result and time.monotonic() < deadline:
-            c.loop(0.1)
-        c.disconnect()
-    except OSError as err:
-        return "FAIL", f"MQTT handshake failed: {err}"
-    if "rc" not in result:
-        return "FAIL", "no CONNACK"
-    rc = result["rc"]
-    return ("FAIL", f"refused: {rc}") if rc.is_failure else ("OK", f"{host}:{port} accepted MQTT v5 connect")
+    ok, detail = probe(cfg.mqtt, f"{cfg.mqtt.client_id or cfg.device.id}-doctor", timeout)
+    return ("OK" if ok else "FAIL"), detail
 
 
 def run_doctor(cfg: AgentConfig) -> list[tuple[str, str, str]]:

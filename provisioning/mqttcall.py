@@ -6,7 +6,7 @@ Raises StepFailed with `hint` when the broker cannot be reached, refuses, or no 
 
 from __future__ import annotations
 
-import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,41 +19,33 @@ def ask(host: str, port: int, client_id: str, tls: tuple[Path, Path | None, Path
         hints: dict[str, str]) -> bytes:
     """Publish `payload` on `topic` once subscribed to `listen`; return the first reply `accept` takes.
     hints: what to do when the broker is 'unreachable', 'refused', or gives 'no answer'."""
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
+    from edge_agent.config.models import MqttConfig, TlsConfig
+    from edge_agent.sync.session import MqttSession
 
-    got: dict[str, Any] = {}
-    done = threading.Event()
-
-    def on_connect(c: mqtt.Client, u: Any, f: Any, rc: Any, p: Any) -> None:
-        if rc.is_failure:
-            got["error"] = f"broker refused {client_id}: {rc}"
-            done.set()
-        else:
-            c.subscribe(listen, qos=1)
-
-    def on_message(c: mqtt.Client, u: Any, m: mqtt.MQTTMessage) -> None:
-        if accept(bytes(m.payload)):
-            got["answer"] = bytes(m.payload)
-            done.set()
-
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
-                    reconnect_on_failure=False)
     ca, cert, key = tls
-    c.tls_set(ca_certs=str(ca), certfile=str(cert) if cert else None, keyfile=str(key) if key else None)
-    c.on_connect, c.on_message = on_connect, on_message
-    c.on_subscribe = lambda cl, u, mid, rcs, p: cl.publish(topic, payload, qos=1)
+    cfg = MqttConfig(url=f"mqtts://{host}:{port}", tls=TlsConfig(ca=ca, cert=cert, key=key))
+    got: list[bytes] = []
+
+    def on_message(t: str, body: bytes, props: Any) -> None:
+        if not got and accept(body):
+            got.append(body)
+
     try:
-        c.connect(host, port, keepalive=30)
-    except OSError as err:
-        raise StepFailed(step, f"cannot reach {host}:{port}: {err}", hints["unreachable"]) from err
-    c.loop_start()
+        s = MqttSession(cfg, client_id, subscriptions=[(listen, 1)], on_message=on_message,
+                        on_online=lambda: s.publish(topic, payload, qos=1), name=f"ask-{step}")
+    except ValueError as err:  # a certificate or key file that is not there
+        raise StepFailed(step, str(err), hints["unreachable"]) from err
+    deadline = time.monotonic() + timeout_s
     try:
-        if not done.wait(timeout_s):
+        if not s.connect_once(timeout_s):
+            if s.refusal is not None:
+                raise StepFailed(step, f"broker refused {client_id}: {s.refusal}", hints["refused"])
+            raise StepFailed(step, s.last_error or f"cannot reach {host}:{port}", hints["unreachable"])
+        while not got and time.monotonic() < deadline:
+            if not s.loop_once(0.1):
+                raise StepFailed(step, s.last_error or "connection lost", hints["unreachable"])
+        if not got:
             raise StepFailed(step, f"no answer in {timeout_s:.0f} s", hints["no answer"])
     finally:
-        c.loop_stop()
-        c.disconnect()
-    if "error" in got:
-        raise StepFailed(step, got["error"], hints["refused"])
-    return bytes(got["answer"])
+        s.close()
+    return got[0]

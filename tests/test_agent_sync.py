@@ -18,7 +18,7 @@ import pytest
 from edge_agent.app import Agent, overlay_path
 from edge_agent.records import DataClass
 from edge_agent.registry import AgentConfig
-from edge_agent.sync.uplink import Link
+from edge_agent.sync.session import SessionState
 from hub.ingest import HubWorker
 from tests.helpers import Broker, Listener, agent_config, agent_proc, free_port, hub_worker, wait_for
 from tests.signing import HUB_PUB, signed
@@ -99,7 +99,7 @@ def test_birth_and_last_will(tmp_path: Path, broker: Broker, hub: HubWorker) -> 
 def test_refused_connection_is_never_reported_connected(tmp_path: Path, make_broker: Any) -> None:
     locked = make_broker("allow_anonymous false")
     agent = Agent(make_cfg(tmp_path, locked))
-    states: list[Link] = []
+    states: list[SessionState] = []
     agent.start()
     try:
         wait_for(lambda: agent.uplink and agent.uplink.stats.refusals >= 2, 20, "two refusals")
@@ -108,8 +108,8 @@ def test_refused_connection_is_never_reported_connected(tmp_path: Path, make_bro
                  20, "two more refusals", every=0.02)
         assert agent.uplink is not None and "authori" in (agent.uplink.refusal or "").lower()
         assert agent.uplink.stats.connects == 0
-        assert Link.CONNECTED not in states
-        assert agent.status()["broker"] != "connected"
+        assert SessionState.ONLINE not in states
+        assert agent.status()["broker"] != "online"
     finally:
         agent.stop()
 
@@ -131,7 +131,7 @@ def test_live_records_overtake_a_paced_backlog(tmp_path: Path, broker: Broker, h
     ob.put_many([ob.make_record("measurement", "old", {"i": i}) for i in range(30_000)])
     agent.start()
     try:
-        wait_for(lambda: agent.uplink and agent.uplink.state is Link.CONNECTED, 10, "connected")
+        wait_for(lambda: agent.uplink and agent.uplink.state is SessionState.ONLINE, 10, "connected")
         wait_for(lambda: agent.uplink and agent.uplink.stats.records_acked >= 1000, 10, "the backlog draining")
         t0 = time.monotonic()
         live = ob.put("transaction", "gate.pass", {"live": True}).seq
@@ -155,7 +155,7 @@ def test_downlink_commands_and_remote_config(tmp_path: Path, broker: Broker, hub
     busy.bind(("127.0.0.1", 0))
     busy.listen()
     try:
-        wait_for(lambda: agent.uplink and agent.uplink.state is Link.CONNECTED, 10, "connected")
+        wait_for(lambda: agent.uplink and agent.uplink.state is SessionState.ONLINE, 10, "connected")
 
         def answers(cid: str | None) -> list[dict[str, Any]]:
             return [doc for doc in (json.loads(m[1]) for m in list(results.messages)) if doc.get("id") == cid]

@@ -197,10 +197,12 @@ def test_status_and_doctor(tmp_path: Path, broker: Broker) -> None:
     st = run_cli("status", "--config", str(cfg), "--json")
     doc = json.loads(st.stdout)
     assert doc["classes"]["transaction"]["depth"] > 50 and doc["classes"]["transaction"]["oldest_age_s"] > 0
-    assert doc["runtime"]["broker"] in ("disconnected", "connecting", "stopped")
+    assert doc["runtime"]["broker"] in ("offline", "connecting", "closed")
+    assert "cannot connect to 127.0.0.1:1" in (doc["runtime"]["broker_error"] or "")  # why, not only "offline"
     assert doc["agent"] == "not running"  # the run ended: its pid is gone
     human = run_cli("status", "--config", str(cfg))
     assert "oldest unsent" in human.stdout and "broker:" in human.stdout and "agent: not running" in human.stdout
+    assert "broker error: cannot connect to 127.0.0.1:1" in human.stdout
     live = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--config", str(cfg), "--duration", "20"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -35,7 +35,7 @@ from edge_agent.sim.idreader import Card, IdReaderSim
 from edge_agent.sim.scanner import ScannerSim
 from edge_agent.sim.turnstile import TurnstileSim
 from edge_agent.store import Outbox
-from edge_agent.sync.uplink import Link
+from edge_agent.sync.session import SessionState
 from hub.commands import hash_entry
 from hub.db import SqliteBackend
 from hub.ingest import HubWorker
@@ -119,7 +119,7 @@ def test_thousand_tickets_through_two_gates_reach_the_hub_once(tmp_path: Path, b
     expected: list[tuple[str | None, str]] = []
     try:
         assert hub.connected.wait(10)
-        wait_for(lambda: agent.uplink is not None and agent.uplink.state is Link.CONNECTED, 20, "agent online")
+        wait_for(lambda: agent.uplink is not None and agent.uplink.state is SessionState.ONLINE, 20, "agent online")
         # Real-name tickets: the allow-list arrives as a downlink command (only hashes are kept).
         booked = [id_number(i) for i in range(10)]
         entries = [{"id": n, "ticket": f"ID{i}", "date": dt.datetime.now(TZ).date().isoformat(),

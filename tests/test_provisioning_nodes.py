@@ -170,3 +170,18 @@ def test_the_firmware_connects_with_tls_and_its_password(tmp_path: Path, nb: Nod
                                                    "SVNODE_FAKE": str(flash / "hw.json")})
     assert "REFUSED" in r.stdout and "connect" in r.stdout, r.stdout + r.stderr
     other.close()
+
+
+def test_the_nodes_producer_logs_in_with_the_generated_secret_file(nb: NodesBroker) -> None:
+    """The config `venue-provision broker nodes` prints: the agent's session reads agent.secret itself."""
+    from edge_agent.nodes.config import NodesConfig
+    from edge_agent.sync.session import probe
+
+    cfg = NodesConfig(type="nodes", port=nb.agent_port, username=AGENT, password_file=nb.dir / "agent.secret")
+    ok, detail = probe(cfg.mqtt(), "edge-agent-nodes")
+    assert ok, detail
+    assert "3.1.1" in detail
+    wrong = nb.dir.parent / "wrong.secret"
+    wrong.write_text("not-the-secret\n")
+    ok, detail = probe(cfg.model_copy(update={"password_file": wrong}).mqtt(), "x")
+    assert not ok and "refused" in detail

@@ -15,7 +15,7 @@ from cryptography.x509.oid import NameOID
 
 from edge_agent.app import Agent
 from edge_agent.registry import AgentConfig
-from edge_agent.sync.uplink import Link
+from edge_agent.sync.session import SessionState
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.broker
@@ -65,7 +65,7 @@ def test_mutual_tls_uplink(tmp_path: Path, make_broker: Any) -> None:
     good = Agent(cfg(ca=str(pki["ca"]), cert=str(pki["client"]), key=str(pki["client_key"])))
     good.start()
     try:
-        wait_for(lambda: good.uplink and good.uplink.state is Link.CONNECTED, 15, "TLS connection")
+        wait_for(lambda: good.uplink and good.uplink.state is SessionState.ONLINE, 15, "TLS connection")
     finally:
         good.stop()
     no_client_cert = Agent(cfg(ca=str(pki["ca"])))
@@ -77,7 +77,7 @@ def test_mutual_tls_uplink(tmp_path: Path, make_broker: Any) -> None:
         wait_for(lambda: log.read_text(errors="replace").count("New connection from") >= tries + 3, 15,
                  "three attempts at the broker")
         assert no_client_cert.uplink is not None and no_client_cert.uplink.stats.connects == 0
-        assert no_client_cert.uplink.state is not Link.CONNECTED
+        assert no_client_cert.uplink.state is not SessionState.ONLINE
     finally:
         no_client_cert.stop()
 

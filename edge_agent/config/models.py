@@ -62,6 +62,8 @@ class MqttConfig(Base):
     username: str | None = Field(None, description="Broker user name.")
     password_env: str | None = Field(None, description="Name of the environment variable that holds the "
                                      "broker password (secrets never live in the config file).")
+    password_file: Path | None = Field(None, description="File whose first line is the broker password "
+                                       "(e.g. a systemd credential or a 0600 file); instead of password_env.")
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive.")
     topic_prefix: str = Field("venue/v1", description="Topic prefix (protocol version included).")
     tls: TlsConfig | None = Field(None, description="TLS settings; required for mqtts://.")
@@ -75,6 +77,12 @@ class MqttConfig(Base):
         if parts.port is not None and not 0 < parts.port < 65536:
             raise ValueError("port out of range")
         return v
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> MqttConfig:
+        if self.password_env and self.password_file:
+            raise ValueError("give mqtt.password_env or mqtt.password_file, not both")
+        return self
 
     @property
     def host(self) -> str:

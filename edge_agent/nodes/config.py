@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from edge_agent.config.models import IDENT, RoleConfig
+from edge_agent.config.models import IDENT, MqttConfig, RoleConfig
 
 
 class NodesConfig(RoleConfig):
@@ -26,6 +26,17 @@ class NodesConfig(RoleConfig):
     password_file: Path | None = Field(None, description="File (0600) that holds the local broker password, e.g. "
                                        "the agent.secret `venue-provision broker nodes` writes.")
 
+    classes: dict[str, Literal["transaction", "measurement"]] = Field(
+        {"air": "measurement", "stall": "transaction"},
+        description="Node record kind → outbox class (unlisted kinds are measurements).")
+    config_timeout_s: float = Field(10, gt=0, description="How long node.config waits for the node's answer.")
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> NodesConfig:
+        if self.password_env is not None and self.password_file is not None:
+            raise ValueError(f"producer {self.name}: give one of password_env, password_file")
+        return self
+
     def password(self) -> str | None:
         """The local broker password from the environment or its file; ValueError when named but absent."""
         if self.password_env:
@@ -36,7 +47,8 @@ class NodesConfig(RoleConfig):
         if self.password_file:
             return self.password_file.read_text().strip()
         return None
-    classes: dict[str, Literal["transaction", "measurement"]] = Field(
-        {"air": "measurement", "stall": "transaction"},
-        description="Node record kind → outbox class (unlisted kinds are measurements).")
-    config_timeout_s: float = Field(10, gt=0, description="How long node.config waits for the node's answer.")
+
+    def mqtt(self) -> MqttConfig:
+        """The local broker as session settings (the nodes speak MQTT 3.1.1)."""
+        return MqttConfig(url=f"mqtt://{self.host}:{self.port}", protocol="3.1.1", keepalive_s=30,
+                          username=self.username, password_env=self.password_env, password_file=self.password_file)

@@ -21,13 +21,12 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
+from edge_agent.core.backoff import Backoff
 from edge_agent.core.ports import CommandError, Context, Handler, Sink
 from edge_agent.nodes.config import NodesConfig
 from edge_agent.records import DataClass
 from edge_agent.store.outbox import OutboxClosed, OutboxFull
+from edge_agent.sync.session import MqttSession
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +73,7 @@ def parse_batch(payload: bytes | bytearray) -> tuple[str, list[tuple[int, float 
 class NodesProducer:
     def __init__(self, cfg: NodesConfig, ctx: Context) -> None:
         self.cfg, self.ctx, self.name = cfg, ctx, cfg.name
-        self.client: mqtt.Client | None = None
+        self.session: MqttSession | None = None
         self._waiting: dict[str, Future[dict[str, Any]]] = {}
 
     def commands(self) -> dict[str, Handler]:
@@ -91,48 +90,36 @@ class NodesProducer:
     # ------------------------------------------------------------------ run
 
     def run(self, stop: threading.Event) -> None:
-        c, sink = self.cfg, self.ctx.sink
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"edge-agent-{c.name}",
-                             protocol=mqtt.MQTTv311, clean_session=True)
-        if c.username:
-            client.username_pw_set(c.username, c.password())
-        client.reconnect_delay_set(1, 30)
-        client.on_connect = lambda cl, u, f, rc, p=None: self._on_connect(cl, rc)
-        client.on_message = lambda cl, u, m: self._on_message(sink, cl, m)
-        self.client = client
-        client.connect_async(c.host, c.port, keepalive=30)
-        client.loop_start()
+        c, sink, p = self.cfg, self.ctx.sink, self.cfg.prefix
+        session = MqttSession(
+            c.mqtt(), f"edge-agent-{c.name}", backoff=Backoff(1, 30), name=f"nodes-{c.name}",
+            subscriptions=[(f"{p}/+/data", 1), (f"{p}/+/status", 1), (f"{p}/+/config/result", 1)],
+            on_message=lambda topic, payload, props: self._on_message(sink, topic, payload),
+            on_online=lambda: logger.info("nodes: listening on %s:%d/%s", c.host, c.port, p))
+        self.session = session
+        session.start()
         try:
             stop.wait()
         finally:
-            client.disconnect()
-            client.loop_stop()
-            self.client = None
+            session.stop()
+            self.session = None
 
-    def _on_connect(self, client: mqtt.Client, rc: Any) -> None:
-        if rc.is_failure:
-            logger.warning("nodes: local broker refused: %s", rc)
-            return
-        p = self.cfg.prefix
-        client.subscribe([(f"{p}/+/data", 1), (f"{p}/+/status", 1), (f"{p}/+/config/result", 1)])
-        logger.info("nodes: listening on %s:%d/%s", self.cfg.host, self.cfg.port, p)
-
-    def _on_message(self, sink: Sink, client: mqtt.Client, m: mqtt.MQTTMessage) -> None:
-        parts = m.topic.split("/")
+    def _on_message(self, sink: Sink, topic: str, payload: bytes) -> None:
+        parts = topic.split("/")
         if len(parts) < 3:
             return
         node, leaf = parts[1], "/".join(parts[2:])
         try:
             if leaf == "data":
-                self._data(sink, client, node, m.payload)
+                self._data(sink, node, payload)
             elif leaf == "status":
-                self._status(sink, client, node, m.payload)
+                self._status(sink, node, payload)
             elif leaf == "config/result":
-                self._config_result(m.payload)
+                self._config_result(payload)
         except (OutboxFull, OutboxClosed) as err:  # not acked: the node keeps it and sends it again
             logger.warning("nodes: %s from %s not stored: %s", leaf, node, err)
 
-    def _data(self, sink: Sink, client: mqtt.Client, node: str, payload: bytes | bytearray) -> None:
+    def _data(self, sink: Sink, node: str, payload: bytes | bytearray) -> None:
         try:
             ring, recs, rejected = parse_batch(payload)
         except BadBatch as err:
@@ -151,13 +138,14 @@ class NodesProducer:
                     self.ctx.bus.publish(f"node/{node}/{kind}", {**values, "ts": ts or self.ctx.clock.time()})
         upto = recs[-1][0] if recs else 0  # parse_batch keeps records in rising seq order
         if upto or rejected:
-            self._ack(client, node, ring, upto)
+            self._ack(node, ring, upto)
 
-    def _ack(self, client: mqtt.Client, node: str, ring: str, upto: int) -> None:
+    def _ack(self, node: str, ring: str, upto: int) -> None:
         body = {"ring": ring, "upto": upto, "now": round(self.ctx.clock.time(), 3)}
-        client.publish(self._topic(node, "ack"), json.dumps(body), qos=1)
+        if self.session is not None:
+            self.session.publish(self._topic(node, "ack"), json.dumps(body), qos=1)
 
-    def _status(self, sink: Sink, client: mqtt.Client, node: str, payload: bytes | bytearray) -> None:
+    def _status(self, sink: Sink, node: str, payload: bytes | bytearray) -> None:
         try:
             st = json.loads(payload)
         except (ValueError, UnicodeDecodeError):
@@ -170,7 +158,7 @@ class NodesProducer:
         if st.get("online") and isinstance(ring, str):
             # a node that comes online learns the time and what is already stored (its ack file may be older)
             held = sink.origin_last(self._source(node))
-            self._ack(client, node, ring, held[1] if held and held[0] == ring else 0)
+            self._ack(node, ring, held[1] if held and held[0] == ring else 0)
 
     def _config_result(self, payload: bytes | bytearray) -> None:
         try:
@@ -185,13 +173,13 @@ class NodesProducer:
         node, change = args.get("node"), args.get("set")
         if not isinstance(node, str) or not node or "/" in node or not isinstance(change, dict):
             raise CommandError("node.config needs node (id) and set (object)")
-        client = self.client
-        if client is None or not client.is_connected():
+        session = self.session
+        if session is None or not session.online:
             raise CommandError("not connected to the local broker")
         rid = uuid.uuid4().hex[:12]
         fut: Future[dict[str, Any]] = Future()
         self._waiting[rid] = fut
-        client.publish(self._topic(node, "config/set"), json.dumps({"id": rid, "set": change}), qos=1)
+        session.publish(self._topic(node, "config/set"), json.dumps({"id": rid, "set": change}), qos=1)
         try:
             res = fut.result(self.cfg.config_timeout_s)
         except FutureTimeout:

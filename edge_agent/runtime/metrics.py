@@ -35,8 +35,8 @@ class AgentCollector(Collector):
         yield CounterMetricFamily("venue_uplink_acked_records", "Records acknowledged by the hub",
                                   value=st["acked"])
         yield GaugeMetricFamily("venue_uplink_inflight_batches", "Batches awaiting an ack", value=st["inflight"])
-        yield GaugeMetricFamily("venue_broker_connected", "1 when connected to the broker",
-                                value=1 if st["broker"] == "connected" else 0)
+        yield GaugeMetricFamily("venue_broker_connected", "1 when online with the broker",
+                                value=1 if st["broker"] == "online" else 0)
         yield GaugeMetricFamily("venue_agent_boot", "Boot counter of this device", value=st["boot"])
         yield GaugeMetricFamily("venue_outbox_quarantined_files", "Corrupt databases kept for upload",
                                 value=len(st["quarantined"]))
