@@ -23,7 +23,7 @@ from edge_agent.app import Agent, overlay_path
 from edge_agent.core import signed as signing
 from edge_agent.core.idnumber import keyed_digest
 from edge_agent.registry import AgentConfig
-from edge_agent.sync.uplink import Link
+from edge_agent.sync.session import SessionState
 from hub.commands import CounterBook, Signer
 from tests.helpers import PY, Broker, Listener, agent_proc, wait_for
 from tests.signing import HUB_KEY, HUB_PUB, SIGNER, signed
@@ -53,7 +53,7 @@ class Results(Listener):
 
 
 def online(agent: Agent, results: Results) -> None:
-    wait_for(lambda: agent.uplink is not None and agent.uplink.state is Link.CONNECTED, 15, "agent online")
+    wait_for(lambda: agent.uplink is not None and agent.uplink.state is SessionState.ONLINE, 15, "agent online")
     # the agent's subscription may lag its CONNECTED state: ping until answered
     n, tag = [0], uuid.uuid4().hex[:6]
 

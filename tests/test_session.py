@@ -154,8 +154,10 @@ def test_nodes_gateway_settings_become_session_settings(tmp_path: Path) -> None:
     m = n.mqtt()
     assert (m.host, m.port, m.protocol, m.username, m.password_file) == ("127.0.0.1", 1884, "3.1.1", "edge-agent",
                                                                        tmp_path / "pw")
-    with pytest.raises(ValueError, match="one of password"):
-        NodesConfig(type="nodes", password="x", password_env="Y")
+    with pytest.raises(ValueError, match="one of password_env, password_file"):
+        NodesConfig(type="nodes", password_file=tmp_path / "pw", password_env="Y")
+    with pytest.raises(ValueError, match="password"):  # a plain password has no key in the config at all
+        NodesConfig.model_validate({"type": "nodes", "password": "x"})
 
 
 class V311OnlyBroker:
