@@ -23,21 +23,12 @@ from typing import Any, Protocol
 
 from edge_agent.sync.envelope import Batch
 from hub.gaps import classify, explain_gaps, loss_ranges, subtract
+from hub.screen import DeviceState
 
 __all__ = ["Backend", "DeviceState", "Ingested", "PostgresBackend", "SqliteBackend", "device_row", "explain_gaps",
            "open_backend", "subtract"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class DeviceState:
-    site: str
-    device: str
-    online: bool
-    boot: int | None
-    epoch: int | None
-    meta: dict[str, Any]
 
 
 @dataclass
@@ -48,13 +39,55 @@ class Ingested:
     dup: int = 0
     conflict: list[int] = field(default_factory=list)  # seqs held with a different record
     refused_top: int | None = None  # refused: the highest seq held for the device
+    deferred: list[int] = field(default_factory=list)  # skip ids not stored (above what the device numbered)
 
 
 class Backend(Protocol):
     def ingest(self, batches: list[Batch], states: list[DeviceState]) -> list[Ingested]: ...
+    def reject(self, counts: Rejections) -> None: ...
+    def rejections(self) -> list[dict[str, Any]]: ...
     def devices(self) -> list[dict[str, Any]]: ...
     def count(self) -> int: ...
     def close(self) -> None: ...
+
+
+# (device, site, reason) -> (count, first, last, detail): messages refused, counted by the worker
+Rejections = dict[tuple[str, str, str], tuple[int, float, float, str]]
+
+REJECT_SQL = ("INSERT INTO rejections VALUES ({p},{p},{p},{p},{p},{p},{p}) ON CONFLICT (device_id, site, reason)"
+              " DO UPDATE SET count=rejections.count+excluded.count, last=excluded.last, detail=excluded.detail")
+REJECTIONS_SQL = "SELECT device_id, site, reason, count, first, last, detail FROM rejections ORDER BY device_id, reason"
+
+
+def rejection_rows(rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    return [{"device": d, "site": s, "reason": r, "count": n, "first": f, "last": la, "detail": x}
+            for d, s, r, n, f, la, x in rows]
+
+
+def with_rejections(devices: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each device's row with `rejected`: {reason: messages refused}."""
+    per: dict[str, dict[str, int]] = {}
+    for r in rows:
+        mine = per.setdefault(r["device"], {})
+        mine[r["reason"]] = mine.get(r["reason"], 0) + r["count"]
+    for d in devices:
+        d["rejected"] = per.get(d["device"], {})
+    return devices
+
+
+def split_skips(b: Batch, held_top: int | None) -> tuple[list[tuple[int, int, str]], list[int]]:
+    """The batch's skip announcements to store, and the ids held back: a range must lie below the run
+    (numbers a start skipped) or not above the highest seq the device is known to have numbered (this
+    batch's, or what the hub holds); otherwise it would explain away numbers not handed out yet. Held-back
+    ranges are not acked, so the device announces them again, with a later batch."""
+    top = max(max(b.seq) if b.seq else 0, held_top or 0)
+    keep, held = [], []
+    for sid, first, last, reason in b.skipped:
+        if last < b.epoch or last <= top:
+            keep.append((first, last, reason))
+        else:
+            held.append(sid)
+    return keep, held
 
 
 def device_row(cols: tuple[Any, ...], meta: dict[str, Any], events: int, raw: list[tuple[int, int]],
@@ -79,8 +112,8 @@ def log_outcome(b: Batch, res: Ingested) -> None:
     if res.refused_top is not None:
         logger.warning("device %s: batch %s of a new run starting at %d refused: seq %d is already held "
                        "(the device's numbering went back)", b.device, b.batch, b.epoch, res.refused_top)
-    if res.conflict:
-        logger.warning("device %s: %d records differ from those already held under the same seq (e.g. %d): "
+    if res.conflict:  # an alarm: the device, or someone who took its identity, rewrote history
+        logger.error("ALARM device %s: %d records differ from those already held under the same seq (e.g. %d): "
                        "kept apart, not acked", b.device, len(res.conflict), res.conflict[0])
 
 
@@ -96,6 +129,9 @@ SQLITE_SCHEMA = [
     "CREATE TABLE IF NOT EXISTS conflicts (device_id TEXT NOT NULL, seq INTEGER NOT NULL, class TEXT NOT NULL,"
     " kind TEXT NOT NULL, ts REAL NOT NULL, body TEXT NOT NULL, received REAL NOT NULL,"
     " PRIMARY KEY (device_id, seq, ts))",
+    "CREATE TABLE IF NOT EXISTS rejections (device_id TEXT NOT NULL, site TEXT NOT NULL, reason TEXT NOT NULL,"
+    " count INTEGER NOT NULL, first REAL NOT NULL, last REAL NOT NULL, detail TEXT,"
+    " PRIMARY KEY (device_id, site, reason))",
 ]
 
 GAP_SQL = ("SELECT seq + 1, nxt - 1 FROM (SELECT seq, LEAD(seq) OVER (ORDER BY seq) AS nxt FROM events"
@@ -151,7 +187,7 @@ class SqliteBackend:
             rows = {s: (k, t, x) for s, k, t, x in zip(b.seq, b.kind, b.ts, b.body, strict=True)}
             c.executemany("INSERT OR IGNORE INTO conflicts VALUES (?,?,?,?,?,?,?)",
                           [(b.device, s, b.cls.value, *rows[s], now) for s in res.conflict])
-        self._touch(b, now)
+        res.deferred = self._touch(b, now)
         return res
 
     def _refused(self, b: Batch) -> int | None:
@@ -165,16 +201,18 @@ class SqliteBackend:
         c.execute("INSERT OR IGNORE INTO epochs VALUES (?,?)", (b.device, b.epoch))
         return None
 
-    def _touch(self, b: Batch, now: float) -> None:
+    def _touch(self, b: Batch, now: float) -> list[int]:
         c = self.conn
+        row = c.execute("SELECT last_seq FROM devices WHERE device_id=?", (b.device,)).fetchone()
+        keep, held = split_skips(b, row[0] if row else None)
         top = max(b.seq) if b.seq else None
         c.execute("INSERT INTO devices (device_id, site, last_seq, last_seen, boot, epoch) VALUES (?,?,?,?,?,?)"
                   " ON CONFLICT(device_id) DO UPDATE SET last_seq=max(coalesce(last_seq, 0),"
                   " coalesce(excluded.last_seq, 0)), last_seen=excluded.last_seen, site=excluded.site",
                   (b.device, b.site, top, now, b.boot, b.epoch))
-        if b.skipped:
-            c.executemany("INSERT OR IGNORE INTO skips VALUES (?,?,?,?)",
-                          [(b.device, f, la, r) for _, f, la, r in b.skipped])
+        if keep:
+            c.executemany("INSERT OR IGNORE INTO skips VALUES (?,?,?,?)", [(b.device, f, la, r) for f, la, r in keep])
+        return held
 
     def _state(self, s: DeviceState, now: float) -> None:
         # The epoch of a birth is not registered here: a run is accepted (or refused) by its first batch.
@@ -184,6 +222,19 @@ class SqliteBackend:
             " boot=coalesce(excluded.boot, boot), epoch=coalesce(excluded.epoch, epoch),"
             " last_seen=excluded.last_seen, meta=coalesce(excluded.meta, meta)",
             (s.device, s.site, int(s.online), s.boot, s.epoch, now, json.dumps(s.meta) if s.meta else None))
+
+    def reject(self, counts: Rejections) -> None:
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            c.executemany(REJECT_SQL.format(p="?"), [(*k, *v) for k, v in counts.items()])
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+    def rejections(self) -> list[dict[str, Any]]:
+        return rejection_rows(self.conn.execute(REJECTIONS_SQL).fetchall())
 
     def devices(self) -> list[dict[str, Any]]:
         c = self.conn
@@ -202,7 +253,7 @@ class SqliteBackend:
             out.append(device_row((dev, site, online, boot, epoch, last_seq, last_seen),
                                   json.loads(meta) if meta else {}, n, raw, skips, epochs, top_in, k,
                                   None if lo is None else (lo, hi)))
-        return out
+        return with_rejections(out, self.rejections())
 
     def count(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
@@ -223,6 +274,9 @@ PG_SCHEMA = [
     "CREATE TABLE IF NOT EXISTS conflicts (device_id TEXT NOT NULL, seq BIGINT NOT NULL, class TEXT NOT NULL,"
     " kind TEXT NOT NULL, ts DOUBLE PRECISION NOT NULL, body TEXT NOT NULL, received DOUBLE PRECISION NOT NULL,"
     " PRIMARY KEY (device_id, seq, ts))",
+    "CREATE TABLE IF NOT EXISTS rejections (device_id TEXT NOT NULL, site TEXT NOT NULL, reason TEXT NOT NULL,"
+    " count BIGINT NOT NULL, first DOUBLE PRECISION NOT NULL, last DOUBLE PRECISION NOT NULL, detail TEXT,"
+    " PRIMARY KEY (device_id, site, reason))",
 ]
 
 
@@ -241,10 +295,16 @@ class PostgresBackend:
         self.conn.commit()
 
     def ingest(self, batches: list[Batch], states: list[DeviceState]) -> list[Ingested]:
+        # Every failed attempt is rolled back before anything else runs on the connection: a transaction
+        # left aborted would fail the next group too (InFailedSqlTransaction), whoever sent it.
         try:
             return self._ingest(batches, states, strict=False)
         except self.psycopg.DataError:
             self.conn.rollback()
+        except BaseException:
+            self.conn.rollback()
+            raise
+        try:
             return self._ingest(batches, states, strict=True)
         except BaseException:
             self.conn.rollback()
@@ -293,12 +353,15 @@ class PostgresBackend:
             rows = {s: (k, t, x) for s, k, t, x in zip(b.seq, b.kind, b.ts, bodies, strict=True)}
             cur.executemany("INSERT INTO conflicts VALUES (%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
                             [(b.device, s, b.cls.value, *rows[s], now) for s in res.conflict])
+        cur.execute("SELECT last_seq FROM devices WHERE device_id=%s", (b.device,))
+        row = cur.fetchone()
+        keep, res.deferred = split_skips(b, row[0] if row else None)
         cur.execute(
             "INSERT INTO devices (device_id, site, last_seq, last_seen, boot, epoch) VALUES"
             " (%s,%s,%s,%s,%s,%s) ON CONFLICT (device_id) DO UPDATE SET last_seq=GREATEST("
             "devices.last_seq, excluded.last_seq), last_seen=excluded.last_seen, site=excluded.site",
             (b.device, b.site, max(b.seq) if b.seq else None, now, b.boot, b.epoch))
-        for _, f, la, r in b.skipped:
+        for f, la, r in keep:
             cur.execute("INSERT INTO skips VALUES (%s,%s,%s,%s) ON CONFLICT DO NOTHING", (b.device, f, la, r))
         return res
 
@@ -324,7 +387,23 @@ class PostgresBackend:
                 out.append(device_row((dev, site, online, boot, epoch, last_seq, last_seen), meta or {}, n,
                                       raw, skips, epochs, top_in, k, None if lo is None else (lo, hi)))
         self.conn.commit()
-        return out
+        return with_rejections(out, self.rejections())
+
+    def reject(self, counts: Rejections) -> None:
+        try:
+            with self.conn.cursor() as cur:
+                cur.executemany(REJECT_SQL.format(p="%s"), [(*k, *v) for k, v in counts.items()])
+            self.conn.commit()
+        except BaseException:
+            self.conn.rollback()
+            raise
+
+    def rejections(self) -> list[dict[str, Any]]:
+        with self.conn.cursor() as cur:
+            cur.execute(REJECTIONS_SQL)
+            rows = cur.fetchall()
+        self.conn.commit()
+        return rejection_rows(rows)
 
     def count(self) -> int:
         with self.conn.cursor() as cur:
