@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from edge_agent.sync.envelope import Batch
-from hub.gaps import classify, explain_gaps, loss_ranges, subtract
+from hub.gaps import classify, explain_gaps, subtract
 from hub.screen import DeviceState
 
 __all__ = ["Backend", "DeviceState", "Ingested", "PostgresBackend", "SqliteBackend", "device_row", "explain_gaps",
@@ -134,6 +134,15 @@ SQLITE_SCHEMA = [
     " PRIMARY KEY (device_id, site, reason))",
 ]
 
+# Each announcement with the highest seq received inside it: one statement, one index probe per range.
+SKIPS_SQL = ("SELECT first, last, reason, (SELECT MAX(seq) FROM events e WHERE e.device_id = {p} AND e.seq BETWEEN"
+             " s.first AND s.last) FROM skips s WHERE s.device_id = {p}")
+
+
+def split_tops(rows: list[tuple[Any, ...]]) -> tuple[list[tuple[int, int, str]], dict[tuple[int, int], int | None]]:
+    return [(a, b, r) for a, b, r, _ in rows], {(a, b): top for a, b, _, top in rows}
+
+
 GAP_SQL = ("SELECT seq + 1, nxt - 1 FROM (SELECT seq, LEAD(seq) OVER (ORDER BY seq) AS nxt FROM events"
            " WHERE device_id = {p}) AS s WHERE nxt > seq + 1")
 
@@ -243,10 +252,8 @@ class SqliteBackend:
                          " ORDER BY device_id").fetchall()
         for dev, site, online, boot, epoch, last_seq, last_seen, meta in rows:
             raw = c.execute(GAP_SQL.format(p="?"), (dev,)).fetchall()
-            skips = c.execute("SELECT first, last, reason FROM skips WHERE device_id=?", (dev,)).fetchall()
+            skips, top_in = split_tops(c.execute(SKIPS_SQL.format(p="?"), (dev, dev)).fetchall())
             epochs = {r[0] for r in c.execute("SELECT first_seq FROM epochs WHERE device_id=?", (dev,))}
-            top_in = {(a, b): c.execute("SELECT MAX(seq) FROM events WHERE device_id=? AND seq BETWEEN ? AND ?",
-                                        (dev, a, b)).fetchone()[0] for a, b, _ in loss_ranges(skips)}
             n, lo, hi = c.execute("SELECT COUNT(*), MIN(seq), MAX(seq) FROM events WHERE device_id=?",
                                   (dev,)).fetchone()
             k = c.execute("SELECT COUNT(*) FROM conflicts WHERE device_id=?", (dev,)).fetchone()[0]
@@ -373,14 +380,10 @@ class PostgresBackend:
             for dev, site, online, boot, epoch, last_seq, last_seen, meta in cur.fetchall():
                 cur.execute(GAP_SQL.format(p="%s"), (dev,))
                 raw = cur.fetchall()
-                cur.execute("SELECT first, last, reason FROM skips WHERE device_id=%s", (dev,))
-                skips = cur.fetchall()
+                cur.execute(SKIPS_SQL.format(p="%s"), (dev, dev))
+                skips, top_in = split_tops(cur.fetchall())
                 cur.execute("SELECT first_seq FROM epochs WHERE device_id=%s", (dev,))
                 epochs = {r[0] for r in cur.fetchall()}
-                top_in = {}
-                for a, b, _ in loss_ranges(skips):
-                    cur.execute("SELECT MAX(seq) FROM events WHERE device_id=%s AND seq BETWEEN %s AND %s", (dev, a, b))
-                    top_in[(a, b)] = cur.fetchone()[0]  # type: ignore[index]
                 cur.execute("SELECT COUNT(*), MIN(seq), MAX(seq), (SELECT COUNT(*) FROM conflicts WHERE"
                             " device_id=%s) FROM events WHERE device_id=%s", (dev, dev))
                 n, lo, hi, k = cur.fetchone()  # type: ignore[misc]
