@@ -82,6 +82,9 @@ def device_acl(prefix: str = PREFIX) -> str:
         f"pattern write {prefix}/+/%u/result",
         f"pattern read {prefix}/+/%u/ack",
         f"pattern read {prefix}/+/%u/cmd/+",
+        # The hub's retained "I am back" (edge_agent.sync.topics.hub_online): every device reads it, only a
+        # hub identity writes it (service ACL); a pattern without %u/%c applies to every device.
+        f"pattern read {prefix}/_hub/online",
     ]) + "\n"
 
 
@@ -91,7 +94,7 @@ def service_acl(hubs: tuple[str, ...] = (HUB,), provisioners: tuple[str, ...] = 
     for hub in hubs:
         lines += [f"user {hub}", f"topic read {prefix}/+/+/up/+", f"topic read {prefix}/+/+/state",
                   f"topic read {prefix}/+/+/result", f"topic write {prefix}/+/+/ack",
-                  f"topic write {prefix}/+/+/cmd/+"]
+                  f"topic write {prefix}/+/+/cmd/+", f"topic write {prefix}/_hub/online"]
     for p in provisioners:
         lines += [f"user {p}", f"topic read {prefix}/+/+/result", f"topic write {prefix}/+/+/cmd/provision"]
     return "\n".join(lines) + "\n"
