@@ -267,3 +267,39 @@ def test_the_database_password_never_reaches_argv(tmp_path: Path, pg_url: str) -
         finally:
             p.terminate()
             p.wait(10)
+
+
+def _hwm_kb(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("VmHWM:")[1].split()[0])
+
+
+@pytest.mark.broker
+def test_a_200_mb_message_does_not_reach_the_hubs_memory(tmp_path: Path, broker: Broker) -> None:
+    """The issue measured 700 MB RSS for one 200 MB message. The hub tells the broker its maximum packet
+    size (MQTT v5 CONNECT), so the broker drops the message for it; an open broker is used here, as the
+    generated config would already refuse it at 2 MiB."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "hub.log"
+    dev = Device(broker, "gate-1")
+    with log.open("wb") as out:
+        p = subprocess.Popen([sys.executable, "-m", "hub", "run", "--broker", broker.url, "--db",
+                              str(tmp_path / "hub.db"), "--admit", "any", "--client-id", "hub-rss"], stderr=out)
+        try:
+            wait_for(lambda: b"hub worker connected" in log.read_bytes(), 20, "the hub to connect")
+            before = _hwm_kb(p.pid)
+            big = b"{" * (200 * 1024 * 1024)
+            dev.c.publish(f"{T}/gate-1/up/transaction", big, qos=1).wait_for_publish(120)
+            del big
+            dev.send(raw("gate-1", [E + 1, E + 2]))
+            wait_for(lambda: dev.acks, 60, "the ack of the batch sent after the big one")
+            after = _hwm_kb(p.pid)
+            print(f"\nhub peak RSS before {before / 1024:.0f} MiB, after a 200 MiB message {after / 1024:.0f} MiB")
+            assert dev.acks[0]["stored"] == 2
+            assert after - before < 50 * 1024, f"peak RSS grew {(after - before) / 1024:.0f} MiB"
+        finally:
+            p.terminate()
+            p.wait(20)
+            dev.close()
