@@ -158,6 +158,8 @@ def outbox_depth(db: Path) -> int:
 def hub_pass_ids(db: Path) -> list[str]:
     conn = sqlite3.connect(db, timeout=30)
     try:
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name='events'").fetchone():
+            return []  # the hub process has created the file but not yet its tables (a race seen in CI)
         return [r[0] for r in conn.execute("SELECT json_extract(body, '$.id') FROM events WHERE kind='gate.pass'")]
     finally:
         conn.close()
