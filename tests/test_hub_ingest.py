@@ -303,3 +303,14 @@ def test_a_200_mb_message_does_not_reach_the_hubs_memory(tmp_path: Path, broker:
             p.terminate()
             p.wait(20)
             dev.close()
+
+
+def test_refusal_counts_add_up_on_both_backends(backend: Backend) -> None:
+    backend.reject({("gate-x", "westlake", "nul"): (2, 1.0, 2.0, "first"),
+                    ("gate-1", "westlake", "ts"): (1, 1.0, 1.0, "ts")})
+    backend.reject({("gate-x", "westlake", "nul"): (3, 5.0, 6.0, "latest")})
+    backend.ingest([batch([E + 1])], [])
+    rows = {(r["device"], r["reason"]): (r["count"], r["first"], r["last"], r["detail"]) for r in backend.rejections()}
+    assert rows == {("gate-x", "nul"): (5, 1.0, 6.0, "latest"), ("gate-1", "ts"): (1, 1.0, 1.0, "ts")}
+    [dev] = backend.devices()  # gate-x never got in: it has refusals, not a device row
+    assert dev["device"] == "gate-1" and dev["rejected"] == {"ts": 1}
