@@ -22,7 +22,7 @@ import pytest
 
 from edge_agent.records import Block, DataClass
 from edge_agent.sync import envelope
-from hub.db import SqliteBackend
+from hub.db import Backend, SqliteBackend, open_backend
 from hub.ingest import HubWorker
 from hub.link import BrokerLink
 from hub.registry import Registry, Signed
@@ -69,6 +69,16 @@ def hostile() -> list[bytes]:
     ]
 
 
+def good_seqs(backend: Backend) -> list[int]:
+    if isinstance(backend, SqliteBackend):
+        return [r[0] for r in backend.conn.execute("SELECT seq FROM events WHERE device_id='gate-good'")]
+    with backend.conn.cursor() as cur:  # type: ignore[attr-defined]
+        cur.execute("SELECT seq FROM events WHERE device_id='gate-good'")
+        rows = [r[0] for r in cur.fetchall()]
+    backend.conn.commit()  # type: ignore[attr-defined]
+    return rows
+
+
 @pytest.fixture
 def ca(tmp_path: Path) -> Iterator[CertificateAuthority]:
     ca = CertificateAuthority.init(tmp_path / "ca", "Test City CA")
@@ -111,13 +121,15 @@ class Stream:
         return n / (t1 - t0), statistics.median(lat), lat[int(len(lat) * 0.95)]
 
 
-def test_a_hostile_device_at_10_per_second_does_not_slow_a_good_one(tmp_path: Path, ca: CertificateAuthority) -> None:
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_hostile_device_at_10_per_second_does_not_slow_a_good_one(
+        tmp_path: Path, ca: CertificateAuthority, store: str, request: pytest.FixtureRequest) -> None:
+    db = str(tmp_path / "hub.db") if store == "sqlite" else request.getfixturevalue("pg_url")
     secure = SecureBroker(tmp_path, ca, claim_port=None)
-    db = tmp_path / "hub.db"
-    registry = Registry(str(db))
+    registry = Registry(db)
     for name in ("gate-good", "gate-evil"):  # the evil one is registered: a device that was taken over
         registry.register(name, "westlake", "gate", Signed("", "01", "fp", time.time() + 86400), "test")
-    backend = SqliteBackend(str(db))
+    backend = open_backend(db)
     cert, key = identity(ca, tmp_path, "_hub")
     w = HubWorker(backend, link=BrokerLink("localhost", secure.plan.service_port, tls=True, ca=secure.files.ca,
                                            cert=cert, key=key), client_id="hub-poison", admit=registry.admit)
@@ -145,12 +157,12 @@ def test_a_hostile_device_at_10_per_second_does_not_slow_a_good_one(tmp_path: Pa
         # The first seconds of each phase hold the ramp-up: leave 2 s out of each.
         clean, c50, c95 = stream.window(t_start + 2, t_poison)
         poison, p50, p95 = stream.window(t_poison + 2, t_end)
-        print(f"\nclean {clean:.0f} rec/s (ack p50 {c50 * 1000:.0f} ms p95 {c95 * 1000:.0f} ms); "
+        print(f"\n{store}: clean {clean:.0f} rec/s (ack p50 {c50 * 1000:.0f} ms p95 {c95 * 1000:.0f} ms); "
               f"poison {poison:.0f} rec/s (p50 {p50 * 1000:.0f} ms p95 {p95 * 1000:.0f} ms); "
               f"{sent_bad} hostile messages; inbox peak {w.inbox.peak_bytes} B")
         assert abs(poison / clean - 1) <= 0.20, (clean, poison)
         assert p95 < 2.0, f"acks of the good device took {p95:.1f} s (p95) under attack"  # a stall shows here
-        held = {r[0] for r in backend.conn.execute("SELECT seq FROM events WHERE device_id='gate-good'")}
+        held = set(good_seqs(backend))
         assert held == set(range(E + 1, stream.seq + 1)), "a good record is missing"
         assert all(a["stored"] == BATCH and a["ranges"] == [[s[0], s[-1]]]
                    for b, (_, a) in stream.acked.items() for s in [stream.sent[b][1]])
