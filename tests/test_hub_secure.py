@@ -86,7 +86,10 @@ def test_the_hub_over_mtls_stores_only_registered_devices_on_their_own_topics(
         wait_for(lambda: a.got(ONLINE), 10, "the hub's retained online message at a device")
         # B forges A's next records, A's state, an ack for A and the hub's online message: the broker refuses all.
         assert b.publish(f"{A}/up/transaction", batch("gate-a", [E + 1, E + 2], '{"forged":1}')) == NOT_AUTHORIZED
-        assert b.publish(f"{A}/state", b'{"v":1,"state":"offline","epoch":1}', retain=True) == NOT_AUTHORIZED
+        assert b.publish(f"{A}/state", b'{"v":1,"state":"online","epoch":1,"boot":99}', retain=True) == NOT_AUTHORIZED
+        skip_all = envelope.encode_batch("gate-a", "westlake", DataClass.STATE, "sk", E, 1, Block([], [], [], []),
+                                         [(E + 3, E + 3, 2**62, "budget")])
+        assert b.publish(f"{A}/up/state", skip_all) == NOT_AUTHORIZED  # a forged "dropped on purpose"
         assert b.publish(f"{A}/ack", b'{"v":1,"batch":"x","class":"transaction","ranges":[[1,9223372036854775807]]}'
                          ) == NOT_AUTHORIZED
         assert a.publish(ONLINE, b'{"v":1,"hub":"fake"}', retain=True) == NOT_AUTHORIZED
@@ -107,7 +110,9 @@ def test_the_hub_over_mtls_stores_only_registered_devices_on_their_own_topics(
         assert b.got(f"{B}/ack") == [] and a.got(ONLINE) == [a.got(ONLINE)[0]]
         assert json.loads(a.got(ONLINE)[0])["hub"] == "hub-worker-1"
         [dev] = backend.devices()
-        assert (dev["device"], dev["online"], dev["events"]) == ("gate-a", False, 2)  # B's forged "offline" never came
+        # B's forged birth never came (online, boot 99, epoch 1) nor its skip announcement.
+        assert (dev["device"], dev["online"], dev["boot"], dev["epoch"], dev["events"]) == ("gate-a", False, 1, E, 2)
+        assert dev["dropped_ranges"] == 0
     finally:
         for c in (a, b):
             c.close()
