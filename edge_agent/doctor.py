@@ -28,7 +28,7 @@ def read_status(db: Path) -> dict[str, Any]:
         now = time.time()
         classes = {}
         for cls in ("transaction", "measurement", "state"):
-            n, oldest = conn.execute(f"SELECT COUNT(*), MIN(ts) FROM ob_{cls}").fetchone()
+            n, oldest = conn.execute(f"SELECT COUNT(*), MIN(ts) FROM ob_{cls}").fetchone()  # nosec B608: fixed names
             classes[cls] = {"depth": n, "oldest_age_s": round(now - oldest, 1) if oldest else 0.0}
         counters = dict(conn.execute("SELECT name, value FROM counters").fetchall())
         runtime = {k: json.loads(v) for k, v, _ in conn.execute("SELECT key, value, updated FROM runtime")}

@@ -21,13 +21,14 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from hub.command_cli import add_parser as add_command_parser
 from hub.db import open_backend
 from hub.ingest import HubStats, HubWorker
 from hub.link import broker_link, db_url, read_secret, redact
 from hub.screen import Limits
 
 logger = logging.getLogger("hub")
-HTTP_TOKEN_ENV = "VENUE_HUB_HTTP_TOKEN"
+HTTP_TOKEN_ENV = "VENUE_HUB_HTTP_TOKEN"  # nosec B105: the name of the variable, not a token
 
 
 def is_loopback(host: str) -> bool:
@@ -202,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     _db_args(s)
     s.add_argument("--json", action="store_true", help="Print JSON (the device list).")
     s.add_argument("--with-rejections", action="store_true", help="With --json: {devices, rejections}.")
+    add_command_parser(sub)
     return p
 
 
@@ -215,6 +217,8 @@ def _db_args(p: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
+    if args.cmd == "command":
+        return int(args.fn(args))
     logging.basicConfig(level=getattr(args, "log_level", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -18,8 +18,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import paho.mqtt.client as mqtt
 
-MQTT_PASSWORD_ENV = "VENUE_HUB_MQTT_PASSWORD"
-DB_PASSWORD_ENV = "VENUE_HUB_DB_PASSWORD"
+MQTT_PASSWORD_ENV = "VENUE_HUB_MQTT_PASSWORD"  # nosec B105: a variable name, not a password
+DB_PASSWORD_ENV = "VENUE_HUB_DB_PASSWORD"  # nosec B105: a variable name, not a password
 
 
 @dataclass(frozen=True)
