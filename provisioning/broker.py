@@ -82,9 +82,10 @@ def device_acl(prefix: str = PREFIX) -> str:
         f"pattern write {prefix}/+/%u/result",
         f"pattern read {prefix}/+/%u/ack",
         f"pattern read {prefix}/+/%u/cmd/+",
-        # The hub's retained "I am back" (edge_agent.sync.topics.hub_online): every device reads it, only a
-        # hub identity writes it (service ACL); a pattern without %u/%c applies to every device.
-        f"pattern read {prefix}/_hub/online",
+        # Not `{prefix}/_hub/online` (the hub's retained "I am back", written only by hub identities): with
+        # it readable, the agent's burst of re-sends on reading it made mosquitto drop the agent with
+        # "Protocol error" in 1 run of ~12 of tests/test_provisioning.py (issue 10 note); devices re-send
+        # after their ack timeout instead, as they did before.
     ]) + "\n"
 
 

@@ -83,7 +83,6 @@ def test_the_hub_over_mtls_stores_only_registered_devices_on_their_own_topics(
     a, b = device(secure, tmp_path, "gate-a"), device(secure, tmp_path, "gate-b")
     try:
         assert w.connected.wait(10), "the hub could not log in with its certificate"
-        wait_for(lambda: a.got(ONLINE), 10, "the hub's retained online message at a device")
         # B forges A's next records, A's state, an ack for A and the hub's online message: the broker refuses all.
         assert b.publish(f"{A}/up/transaction", batch("gate-a", [E + 1, E + 2], '{"forged":1}')) == NOT_AUTHORIZED
         assert b.publish(f"{A}/state", b'{"v":1,"state":"online","epoch":1,"boot":99}', retain=True) == NOT_AUTHORIZED
@@ -107,8 +106,7 @@ def test_the_hub_over_mtls_stores_only_registered_devices_on_their_own_topics(
         per = {(r["device"], r["reason"]): r["count"] for r in backend.rejections()}
         assert per == {("gate-b", "unregistered"): 1, ("gate-a", "topic_mismatch"): 1}
         assert registry.refusals()["gate-b"]["reason"] == "unknown"
-        assert b.got(f"{B}/ack") == [] and a.got(ONLINE) == [a.got(ONLINE)[0]]
-        assert json.loads(a.got(ONLINE)[0])["hub"] == "hub-worker-1"
+        assert b.got(f"{B}/ack") == [] and a.got(ONLINE) == []  # devices neither write nor read it
         [dev] = backend.devices()
         # B's forged birth never came (online, boot 99, epoch 1) nor its skip announcement.
         assert (dev["device"], dev["online"], dev["boot"], dev["epoch"], dev["events"]) == ("gate-a", False, 1, E, 2)
@@ -134,7 +132,7 @@ def test_venue_hub_run_logs_in_with_its_certificate_and_refuses_secrets_in_argv(
     with log.open("wb") as out:
         p = subprocess.Popen([*base, "--cert", str(cert), "--key", str(key), "--client-id", "hub-cli"], stderr=out)
         try:
-            wait_for(lambda: any(json.loads(m)["hub"] == "hub-cli" for m in a.got(ONLINE)), 20, "the CLI hub online")
+            wait_for(lambda: b"hub worker connected" in log.read_bytes(), 20, "the CLI hub to log in")
             assert a.publish(f"{A}/up/transaction", batch("gate-a", [E + 1], '{"real":1}')) == 0
             wait_for(lambda: a.got(f"{A}/ack"), 20, "A's ack from the CLI hub")
         finally:
