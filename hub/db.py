@@ -15,73 +15,32 @@ Per batch the hub guarantees (docs/protocol.md):
 from __future__ import annotations
 
 import json
-import logging
 import sqlite3
 import time
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from edge_agent.sync.envelope import Batch
-from hub.gaps import classify, explain_gaps, loss_ranges, subtract
+from hub.gaps import explain_gaps, subtract
+from hub.rows import (
+    GAP_SQL,
+    REJECT_SQL,
+    REJECTIONS_SQL,
+    SKIPS_SQL,
+    Backend,
+    Ingested,
+    Rejections,
+    device_row,
+    differing,
+    log_outcome,
+    rejection_rows,
+    split_skips,
+    split_tops,
+    with_rejections,
+)
+from hub.screen import DeviceState
 
-__all__ = ["Backend", "DeviceState", "Ingested", "PostgresBackend", "SqliteBackend", "device_row", "explain_gaps",
-           "open_backend", "subtract"]
-
-logger = logging.getLogger(__name__)
-
-
-@dataclass
-class DeviceState:
-    site: str
-    device: str
-    online: bool
-    boot: int | None
-    epoch: int | None
-    meta: dict[str, Any]
-
-
-@dataclass
-class Ingested:
-    """What became of one batch."""
-
-    stored: int = 0
-    dup: int = 0
-    conflict: list[int] = field(default_factory=list)  # seqs held with a different record
-    refused_top: int | None = None  # refused: the highest seq held for the device
-
-
-class Backend(Protocol):
-    def ingest(self, batches: list[Batch], states: list[DeviceState]) -> list[Ingested]: ...
-    def devices(self) -> list[dict[str, Any]]: ...
-    def count(self) -> int: ...
-    def close(self) -> None: ...
-
-
-def device_row(cols: tuple[Any, ...], meta: dict[str, Any], events: int, raw: list[tuple[int, int]],
-               skips: list[tuple[int, int, str]], epochs: set[int], top_in: dict[tuple[int, int], int | None],
-               conflicts: int, received: tuple[int, int] | None) -> dict[str, Any]:
-    """The per-device status both backends report (columns as selected from `devices`)."""
-    dev, site, online, boot, epoch, last_seq, last_seen = cols
-    acc = classify(raw, skips, epochs, top_in, received)
-    return {"device": dev, "site": site, "online": bool(online), "boot": boot, "epoch": epoch,
-            "last_seq": last_seq, "last_seen": last_seen, "events": events, "meta": meta, **acc,
-            "lost_count": sum(x["count"] for x in acc["lost"]), "dropped_ranges": len(skips),
-            "conflicts": conflicts}
-
-
-def differing(batch: Batch, stored: list[tuple[int, str, float, str]]) -> list[int]:
-    """Seqs of the batch stored with another record (kind, ts or body differ)."""
-    mine = {s: (k, t, b) for s, k, t, b in zip(batch.seq, batch.kind, batch.ts, batch.body, strict=True)}
-    return sorted(s for s, k, t, b in stored if s in mine and mine[s] != (k, t, b))
-
-
-def log_outcome(b: Batch, res: Ingested) -> None:
-    if res.refused_top is not None:
-        logger.warning("device %s: batch %s of a new run starting at %d refused: seq %d is already held "
-                       "(the device's numbering went back)", b.device, b.batch, b.epoch, res.refused_top)
-    if res.conflict:
-        logger.warning("device %s: %d records differ from those already held under the same seq (e.g. %d): "
-                       "kept apart, not acked", b.device, len(res.conflict), res.conflict[0])
+__all__ = ["Backend", "DeviceState", "Ingested", "PostgresBackend", "Rejections", "SqliteBackend", "device_row",
+           "explain_gaps", "open_backend", "subtract"]
 
 
 SQLITE_SCHEMA = [
@@ -96,11 +55,10 @@ SQLITE_SCHEMA = [
     "CREATE TABLE IF NOT EXISTS conflicts (device_id TEXT NOT NULL, seq INTEGER NOT NULL, class TEXT NOT NULL,"
     " kind TEXT NOT NULL, ts REAL NOT NULL, body TEXT NOT NULL, received REAL NOT NULL,"
     " PRIMARY KEY (device_id, seq, ts))",
+    "CREATE TABLE IF NOT EXISTS rejections (device_id TEXT NOT NULL, site TEXT NOT NULL, reason TEXT NOT NULL,"
+    " count INTEGER NOT NULL, first REAL NOT NULL, last REAL NOT NULL, detail TEXT,"
+    " PRIMARY KEY (device_id, site, reason))",
 ]
-
-GAP_SQL = ("SELECT seq + 1, nxt - 1 FROM (SELECT seq, LEAD(seq) OVER (ORDER BY seq) AS nxt FROM events"
-           " WHERE device_id = {p}) AS s WHERE nxt > seq + 1")
-
 
 class SqliteBackend:
     """Hub database in one SQLite file (WAL)."""
@@ -151,7 +109,7 @@ class SqliteBackend:
             rows = {s: (k, t, x) for s, k, t, x in zip(b.seq, b.kind, b.ts, b.body, strict=True)}
             c.executemany("INSERT OR IGNORE INTO conflicts VALUES (?,?,?,?,?,?,?)",
                           [(b.device, s, b.cls.value, *rows[s], now) for s in res.conflict])
-        self._touch(b, now)
+        res.deferred = self._touch(b, now)
         return res
 
     def _refused(self, b: Batch) -> int | None:
@@ -165,16 +123,18 @@ class SqliteBackend:
         c.execute("INSERT OR IGNORE INTO epochs VALUES (?,?)", (b.device, b.epoch))
         return None
 
-    def _touch(self, b: Batch, now: float) -> None:
+    def _touch(self, b: Batch, now: float) -> list[int]:
         c = self.conn
+        row = c.execute("SELECT last_seq FROM devices WHERE device_id=?", (b.device,)).fetchone()
+        keep, held = split_skips(b, row[0] if row else None)
         top = max(b.seq) if b.seq else None
         c.execute("INSERT INTO devices (device_id, site, last_seq, last_seen, boot, epoch) VALUES (?,?,?,?,?,?)"
                   " ON CONFLICT(device_id) DO UPDATE SET last_seq=max(coalesce(last_seq, 0),"
                   " coalesce(excluded.last_seq, 0)), last_seen=excluded.last_seen, site=excluded.site",
                   (b.device, b.site, top, now, b.boot, b.epoch))
-        if b.skipped:
-            c.executemany("INSERT OR IGNORE INTO skips VALUES (?,?,?,?)",
-                          [(b.device, f, la, r) for _, f, la, r in b.skipped])
+        if keep:
+            c.executemany("INSERT OR IGNORE INTO skips VALUES (?,?,?,?)", [(b.device, f, la, r) for f, la, r in keep])
+        return held
 
     def _state(self, s: DeviceState, now: float) -> None:
         # The epoch of a birth is not registered here: a run is accepted (or refused) by its first batch.
@@ -185,6 +145,19 @@ class SqliteBackend:
             " last_seen=excluded.last_seen, meta=coalesce(excluded.meta, meta)",
             (s.device, s.site, int(s.online), s.boot, s.epoch, now, json.dumps(s.meta) if s.meta else None))
 
+    def reject(self, counts: Rejections) -> None:
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            c.executemany(REJECT_SQL.format(p="?"), [(*k, *v) for k, v in counts.items()])
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+    def rejections(self) -> list[dict[str, Any]]:
+        return rejection_rows(self.conn.execute(REJECTIONS_SQL).fetchall())
+
     def devices(self) -> list[dict[str, Any]]:
         c = self.conn
         out = []
@@ -192,17 +165,15 @@ class SqliteBackend:
                          " ORDER BY device_id").fetchall()
         for dev, site, online, boot, epoch, last_seq, last_seen, meta in rows:
             raw = c.execute(GAP_SQL.format(p="?"), (dev,)).fetchall()
-            skips = c.execute("SELECT first, last, reason FROM skips WHERE device_id=?", (dev,)).fetchall()
+            skips, top_in = split_tops(c.execute(SKIPS_SQL.format(p="?"), (dev, dev)).fetchall())
             epochs = {r[0] for r in c.execute("SELECT first_seq FROM epochs WHERE device_id=?", (dev,))}
-            top_in = {(a, b): c.execute("SELECT MAX(seq) FROM events WHERE device_id=? AND seq BETWEEN ? AND ?",
-                                        (dev, a, b)).fetchone()[0] for a, b, _ in loss_ranges(skips)}
             n, lo, hi = c.execute("SELECT COUNT(*), MIN(seq), MAX(seq) FROM events WHERE device_id=?",
                                   (dev,)).fetchone()
             k = c.execute("SELECT COUNT(*) FROM conflicts WHERE device_id=?", (dev,)).fetchone()[0]
             out.append(device_row((dev, site, online, boot, epoch, last_seq, last_seen),
                                   json.loads(meta) if meta else {}, n, raw, skips, epochs, top_in, k,
                                   None if lo is None else (lo, hi)))
-        return out
+        return with_rejections(out, self.rejections())
 
     def count(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
@@ -223,6 +194,9 @@ PG_SCHEMA = [
     "CREATE TABLE IF NOT EXISTS conflicts (device_id TEXT NOT NULL, seq BIGINT NOT NULL, class TEXT NOT NULL,"
     " kind TEXT NOT NULL, ts DOUBLE PRECISION NOT NULL, body TEXT NOT NULL, received DOUBLE PRECISION NOT NULL,"
     " PRIMARY KEY (device_id, seq, ts))",
+    "CREATE TABLE IF NOT EXISTS rejections (device_id TEXT NOT NULL, site TEXT NOT NULL, reason TEXT NOT NULL,"
+    " count BIGINT NOT NULL, first DOUBLE PRECISION NOT NULL, last DOUBLE PRECISION NOT NULL, detail TEXT,"
+    " PRIMARY KEY (device_id, site, reason))",
 ]
 
 
@@ -241,10 +215,16 @@ class PostgresBackend:
         self.conn.commit()
 
     def ingest(self, batches: list[Batch], states: list[DeviceState]) -> list[Ingested]:
+        # Every failed attempt is rolled back before anything else runs on the connection: a transaction
+        # left aborted would fail the next group too (InFailedSqlTransaction), whoever sent it.
         try:
             return self._ingest(batches, states, strict=False)
         except self.psycopg.DataError:
             self.conn.rollback()
+        except BaseException:
+            self.conn.rollback()
+            raise
+        try:
             return self._ingest(batches, states, strict=True)
         except BaseException:
             self.conn.rollback()
@@ -293,12 +273,15 @@ class PostgresBackend:
             rows = {s: (k, t, x) for s, k, t, x in zip(b.seq, b.kind, b.ts, bodies, strict=True)}
             cur.executemany("INSERT INTO conflicts VALUES (%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
                             [(b.device, s, b.cls.value, *rows[s], now) for s in res.conflict])
+        cur.execute("SELECT last_seq FROM devices WHERE device_id=%s", (b.device,))
+        row = cur.fetchone()
+        keep, res.deferred = split_skips(b, row[0] if row else None)
         cur.execute(
             "INSERT INTO devices (device_id, site, last_seq, last_seen, boot, epoch) VALUES"
             " (%s,%s,%s,%s,%s,%s) ON CONFLICT (device_id) DO UPDATE SET last_seq=GREATEST("
             "devices.last_seq, excluded.last_seq), last_seen=excluded.last_seen, site=excluded.site",
             (b.device, b.site, max(b.seq) if b.seq else None, now, b.boot, b.epoch))
-        for _, f, la, r in b.skipped:
+        for f, la, r in keep:
             cur.execute("INSERT INTO skips VALUES (%s,%s,%s,%s) ON CONFLICT DO NOTHING", (b.device, f, la, r))
         return res
 
@@ -310,21 +293,33 @@ class PostgresBackend:
             for dev, site, online, boot, epoch, last_seq, last_seen, meta in cur.fetchall():
                 cur.execute(GAP_SQL.format(p="%s"), (dev,))
                 raw = cur.fetchall()
-                cur.execute("SELECT first, last, reason FROM skips WHERE device_id=%s", (dev,))
-                skips = cur.fetchall()
+                cur.execute(SKIPS_SQL.format(p="%s"), (dev, dev))
+                skips, top_in = split_tops(cur.fetchall())
                 cur.execute("SELECT first_seq FROM epochs WHERE device_id=%s", (dev,))
                 epochs = {r[0] for r in cur.fetchall()}
-                top_in = {}
-                for a, b, _ in loss_ranges(skips):
-                    cur.execute("SELECT MAX(seq) FROM events WHERE device_id=%s AND seq BETWEEN %s AND %s", (dev, a, b))
-                    top_in[(a, b)] = cur.fetchone()[0]  # type: ignore[index]
                 cur.execute("SELECT COUNT(*), MIN(seq), MAX(seq), (SELECT COUNT(*) FROM conflicts WHERE"
                             " device_id=%s) FROM events WHERE device_id=%s", (dev, dev))
                 n, lo, hi, k = cur.fetchone()  # type: ignore[misc]
                 out.append(device_row((dev, site, online, boot, epoch, last_seq, last_seen), meta or {}, n,
                                       raw, skips, epochs, top_in, k, None if lo is None else (lo, hi)))
         self.conn.commit()
-        return out
+        return with_rejections(out, self.rejections())
+
+    def reject(self, counts: Rejections) -> None:
+        try:
+            with self.conn.cursor() as cur:
+                cur.executemany(REJECT_SQL.format(p="%s"), [(*k, *v) for k, v in counts.items()])
+            self.conn.commit()
+        except BaseException:
+            self.conn.rollback()
+            raise
+
+    def rejections(self) -> list[dict[str, Any]]:
+        with self.conn.cursor() as cur:
+            cur.execute(REJECTIONS_SQL)
+            rows = cur.fetchall()
+        self.conn.commit()
+        return rejection_rows(rows)
 
     def count(self) -> int:
         with self.conn.cursor() as cur:

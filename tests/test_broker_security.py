@@ -60,6 +60,7 @@ def test_generated_acls_give_each_identity_only_its_own_topics() -> None:
         "pattern write venue/v1/+/%u/result", "pattern read venue/v1/+/%u/ack", "pattern read venue/v1/+/%u/cmd/+"]
     hub, prov = service_acl().split("user _provision")
     assert "topic write venue/v1/+/+/ack" in hub and "topic write venue/v1/+/+/cmd/+" in hub
+    assert "topic write venue/v1/_hub/online" in hub and "_hub/online" not in prov
     assert [ln for ln in prov.splitlines() if "write" in ln] == ["topic write venue/v1/+/+/cmd/provision"]
     assert "topic read provision/v1/+/req" in claim_service_acl()
     assert [ln for ln in claim_acl().splitlines() if not ln.startswith("#")] == [

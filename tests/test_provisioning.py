@@ -25,6 +25,7 @@ from hub.claims import ClaimService, Endpoint
 from hub.commands import generate_key
 from hub.db import SqliteBackend
 from hub.ingest import HubWorker
+from hub.link import BrokerLink
 from hub.registry import Registry, Signed
 from provisioning import ClaimRefused, pki
 from provisioning.ca import CertificateAuthority
@@ -94,8 +95,9 @@ def hub(tmp_path: Path) -> Iterator[Hub]:
 
 def hub_worker(hub: Hub) -> HubWorker:
     cert, key = identity(hub.ca, hub.dir, "_hub")
-    worker = HubWorker(SqliteBackend(str(hub.db)), "localhost", hub.broker.plan.service_port, client_id="hub-1")
-    worker.client.tls_set(ca_certs=str(hub.broker.files.ca), certfile=str(cert), keyfile=str(key))
+    link = BrokerLink("localhost", hub.broker.plan.service_port, tls=True, ca=hub.broker.files.ca, cert=cert, key=key)
+    # The registry's gate: only what provisioning registered (active, at its site) is stored.
+    worker = HubWorker(SqliteBackend(str(hub.db)), link=link, client_id="hub-1", admit=hub.registry.admit)
     worker.start()
     return worker
 

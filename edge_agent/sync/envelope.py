@@ -125,6 +125,17 @@ def _ident(doc: dict[str, Any], key: str) -> str:
     return v
 
 
+def _finite(ts: list[float]) -> bool:
+    # fsum is one C pass; it raises OverflowError when finite values overflow the sum (ts=[1.7e308]*2),
+    # and then only the per-value check can tell.
+    try:
+        if math.isfinite(math.fsum(ts)):
+            return True
+    except OverflowError:
+        pass
+    return all(map(math.isfinite, ts))
+
+
 def decode_batch(payload: bytes) -> Batch:
     """Validate and decode an uplink batch."""
     doc = _load(payload)
@@ -149,7 +160,7 @@ def decode_batch(payload: bytes) -> Batch:
         raise EnvelopeError("seq values repeat within the batch")
     if n and not set(map(type, ts)) <= {int, float}:
         raise EnvelopeError("ts values must be numbers")
-    if n and not math.isfinite(math.fsum(ts)) and not all(map(math.isfinite, ts)):
+    if n and not _finite(ts):
         raise EnvelopeError("ts values must be finite")
     if not set(map(type, kind)) <= {str} or not all(0 < len(k) <= 64 for k in set(kind)):
         raise EnvelopeError("kind values must be strings of 1..64 characters")
