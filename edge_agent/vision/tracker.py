@@ -164,12 +164,14 @@ class ByteTracker:
             remaining[i].lost = True
         high = high[rest_d]
         pairs3, rest_tent, rest_d3 = _match(tentative, high, c.match_iou)
-        for ti, di in pairs3:
-            t = tentative[ti]
-            t.update(high[di])
+        # A new track has no velocity yet: after skipped frames its box may have moved off the person.
+        unmatched = [tentative[i] for i in rest_tent]
+        pairs4, rest_u, rest_d3 = _match_centres(unmatched, high, rest_d3, c.centre_dist)
+        for t, det in [(tentative[ti], high[di]) for ti, di in pairs3] + [(unmatched[ti], high[di]) for ti, di in pairs4]:
+            t.update(det)
             if t.hits >= c.min_hits:
                 t.confirmed = True
-        dead = {id(tentative[i]) for i in rest_tent}
+        dead = {id(unmatched[i]) for i in rest_u}
         for di in rest_d3:
             if high[di, 4] >= c.new_track:
                 self.tracks.append(_new_track(self._next_id, high[di]))
