@@ -105,6 +105,7 @@ def run_ours(seq: Sequence, name: str, gated: bool) -> tuple[Events, int]:
     for i in range(1, seq.frames + 1):
         r = pipe.process(lambda i=i: i, i)  # type: ignore[arg-type, return-value]
         events += [(c.direction, c.frame) for c in r.crossings]  # the frame it crossed, not when confirmed
+    events += [(c.direction, c.frame) for c in pipe.close(seq.frames)]
     return events, pipe.stats.detections
 
 

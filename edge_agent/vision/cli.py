@@ -66,6 +66,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
             writer.write(draw(f.image, r.tracks, [line]))
         _progress(i, total, start)
+    pipe.close(pipe.stats.frames)  # the sequence ends: crossings held to the end count
     print(file=sys.stderr)
     if writer:
         writer.close()
@@ -106,6 +107,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             _progress(i, total, start)
             if args.max_frames and i >= args.max_frames:
                 break
+        for c in pipe.close(pipe.stats.frames):
+            print(f"\nframe {c.frame}: track {c.track} {c.direction} over {c.line} (held to the end)", file=sys.stderr)
     except SourceUnavailable as err:
         print(f"source unavailable: {err}", file=sys.stderr)
         return 1

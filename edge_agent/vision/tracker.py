@@ -167,7 +167,8 @@ class ByteTracker:
         # A new track has no velocity yet: after skipped frames its box may have moved off the person.
         unmatched = [tentative[i] for i in rest_tent]
         pairs4, rest_u, rest_d3 = _match_centres(unmatched, high, rest_d3, c.centre_dist)
-        for t, det in [(tentative[ti], high[di]) for ti, di in pairs3] + [(unmatched[ti], high[di]) for ti, di in pairs4]:
+        found = [(tentative[ti], high[di]) for ti, di in pairs3] + [(unmatched[ti], high[di]) for ti, di in pairs4]
+        for t, det in found:
             t.update(det)
             if t.hits >= c.min_hits:
                 t.confirmed = True
