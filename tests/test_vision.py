@@ -64,6 +64,17 @@ def test_a_side_change_held_until_the_track_ends_counts_once_confirmed() -> None
     assert ln.counts == {"in": 1, "out": 0}
 
 
+def test_the_hysteresis_margin_shrinks_for_small_distant_people() -> None:
+    # 8 px is a fifth of a 40 px tall person far from the camera: with the box height the margin becomes
+    # 10 % of it, so a small walker who stops 5 px past the line still counts; a tall one does not.
+    far = LineCounter("l", (0, 0), (0, 100))
+    got = [far.update(1, x, 50, f, True, height=40) for f, x in enumerate([-20, -10, 5, 6], 1)]
+    assert [c.direction for c in got if c] == ["in"]
+    near = LineCounter("l", (0, 0), (0, 100))
+    got = [near.update(1, x, 50, f, True, height=200) for f, x in enumerate([-20, -10, 5, 6], 1)]
+    assert [c for c in got if c] == []
+
+
 def test_crossing_outside_the_segment_does_not_count() -> None:
     ln = LineCounter("l", (0, 0), (0, 100), margin=5)
     assert walk(ln, 1, [(-20, 150), (20, 150)]) == []

@@ -2,7 +2,8 @@
 
 Side of a point P for the line A→B: s = (Bx−Ax)(Py−Ay) − (By−Ay)(Px−Ax). A crossing from s > 0 to
 s < 0 is "in", the reverse "out". Rules that stop the usual over-counting:
-- hysteresis: a change of side only counts once the point is `margin` pixels beyond the line, so
+- hysteresis: a change of side only counts once the point is `margin` pixels beyond the line (or
+  `margin_rel` × the box height when that is smaller: 8 px is a fifth of a small, distant person), so
   jitter on the line never flips it (a track's first sighting takes the side it is on);
 - segment: the path must cross the line between A and B (extended lines do not count);
 - hold: a side change is a candidate until the track is seen beyond the margin on the new side on
@@ -44,12 +45,14 @@ class _TrackState:
 
 class LineCounter:
     def __init__(self, name: str, a: tuple[float, float], b: tuple[float, float], margin: float = 8.0,
-                 inherit_radius: float = 40.0, inherit_frames: int = 15, hold: int = 2) -> None:
+                 inherit_radius: float = 40.0, inherit_frames: int = 15, hold: int = 2,
+                 margin_rel: float = 0.1) -> None:
         if a == b:
             raise ValueError(f"line {name!r}: the two end points are the same")
         self.name, self.a, self.b, self.margin = name, a, b, margin
         self.length = math.dist(a, b)
         self.inherit_radius, self.inherit_frames, self.hold = inherit_radius, inherit_frames, hold
+        self.margin_rel = margin_rel
         self.states: dict[int, _TrackState] = {}
         self.ended: list[tuple[int, tuple[float, float], _TrackState]] = []
         self.counts = {"in": 0, "out": 0}
@@ -98,8 +101,9 @@ class LineCounter:
             return st
         return self.ended.pop(best[2])[2]
 
-    def update(self, track: int, x: float, y: float, frame: int, confirmed: bool) -> Crossing | None:
-        """Feed one anchor point; returns the crossing counted now, if any."""
+    def update(self, track: int, x: float, y: float, frame: int, confirmed: bool,
+               height: float | None = None) -> Crossing | None:
+        """Feed one anchor point (and the box height, if known); returns the crossing counted now, if any."""
         p = (x, y)
         st = self._state_for(track, p, frame)
         st.last_frame = frame
@@ -112,7 +116,7 @@ class LineCounter:
         result = None
         if not st.side and st.cross_pt is None and abs(d) >= 1.0:
             st.side = 1 if d > 0 else -1  # first sighting: the side it is on, however close
-        elif abs(d) >= self.margin:
+        elif abs(d) >= (self.margin if height is None else min(self.margin, self.margin_rel * height)):
             side = 1 if d > 0 else -1
             if st.candidate is not None and side != st.side:
                 st.candidate = None  # back before the change held: an excursion, not a crossing

@@ -116,7 +116,7 @@ class Pipeline:
             # person over a line they never crossed (stopped, turned back). The gate forces a detection
             # when a crossing is predicted, so observations near a line stay dense.
             for ln in self.lines if tr.age == 0 else ():
-                c = ln.update(tr.id, x, y, index, tr.confirmed)
+                c = ln.update(tr.id, x, y, index, tr.confirmed, float(b[3] - b[1]))
                 if c is not None:
                     crossings.append(c)
             if tr.confirmed:
