@@ -112,11 +112,11 @@ def _match_centres(tracks: list[Track], dets: np.ndarray, free: list[int],
 class TrackerConfig:
     high: float = 0.5  # first association pass
     low: float = 0.1  # second pass (occluded people)
-    new_track: float = 0.6  # a detection must be this sure to start a track
+    new_track: float = 0.45  # a detection must be this sure to start a track (0.6 left small people untracked)
     match_iou: float = 0.2
     low_match_iou: float = 0.5
     centre_dist: float = 0.5  # fallback match: centre distance up to this × box height (0 = off)
-    min_hits: int = 3  # detection frames before a track is confirmed
+    min_hits: int = 2  # detection frames before a track is confirmed (3 lost people who appear near a line)
     max_age: int = 30  # frames a lost track is kept for re-association
 
 
