@@ -170,8 +170,11 @@ def tally(events: Events) -> tuple[int, int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--no-anchor", action="store_true", help="Skip the supervision + trackers pipeline.")
+    ap.add_argument("--sequence", action="append", help="Only these sequences of lines.json (repeatable).")
     a = ap.parse_args()
     spec = json.loads((DATA / "lines.json").read_text())
+    if a.sequence:
+        spec = {k: v for k, v in spec.items() if k in a.sequence}
     tot: dict[str, float] = defaultdict(float)
     print(f"{'sequence/line':24} {'truth':>7} {'gated':>7} {'every':>7} {'anchor':>7}")
     for name, s in spec.items():
