@@ -84,7 +84,7 @@ def main() -> None:
 
     rtu_framer = FramerRTU(DecodePDU(is_server=False))
     logging.getLogger("pymodbus").disabled = True
-    router = CommandRouter({"config": lambda args: {"ok": True}})
+    router = CommandRouter({"config": lambda args: {"ok": True}}, None)  # the parser; signatures: test_commands.py
     names = list(corpus)
     crashes, frames, accepted = 0, 0, {n: 0 for n in names}
     rejected_display = rejected_modbus = rejected_node = 0

@@ -17,22 +17,25 @@ from pydantic import ValidationError
 
 from edge_agent import __version__
 from edge_agent.config.loader import ConfigError
+from edge_agent.config.locked import locked_changes
 from edge_agent.config.models import StoreConfig
+from edge_agent.core import signed
 from edge_agent.core.bus import LocalBus
 from edge_agent.core.ports import CommandError, Context, Producer
 from edge_agent.records import DataClass
 from edge_agent.registry import REGISTRY, AgentConfig, Registry
-from edge_agent.runtime import metrics, systemd
+from edge_agent.runtime import metrics, revert, systemd
 from edge_agent.runtime.explain import explain
 from edge_agent.runtime.logs import REDACTOR
 from edge_agent.runtime.supervisor import Supervisor
 from edge_agent.store import Outbox, StorePolicy
+from edge_agent.store.counter import CounterFile
+from edge_agent.sync.cmdauth import CommandAuth
 from edge_agent.sync.downlink import CommandRouter
 from edge_agent.sync.uplink import Uplink
 
 logger = logging.getLogger(__name__)
 
-REMOTE_LOCKED = ("device", "store.path")  # identity and storage location come from provisioning
 
 
 def policy_of(store: StoreConfig) -> StorePolicy:
@@ -63,10 +66,21 @@ def load_effective(config_path: Path, registry: Registry = REGISTRY) -> AgentCon
         return cfg
     try:
         patch = json.loads(ov.read_text())
-        return registry.config_model.model_validate(deep_merge(cfg.model_dump(mode="json"), patch))
+        base = cfg.model_dump(mode="json")
+        new = registry.config_model.model_validate(deep_merge(base, patch))
     except (ValueError, ValidationError) as err:
         logger.error("ignoring invalid remote overlay %s: %s", ov, err)
         return cfg
+    locked = locked_changes(base, new.model_dump(mode="json"))
+    if locked:  # an overlay from before these keys were locked, or edited by hand: the file wins
+        logger.error("ignoring remote overlay %s: it changes locked keys %s", ov, locked)
+        return cfg
+    return new
+
+
+def counter_path(store: StoreConfig) -> Path:
+    """Where the last accepted command counter lives: beside the outbox (same disk, same 0700 directory)."""
+    return Path(store.path).with_name(Path(store.path).name + ".cmd-counter")
 
 
 class Agent:
@@ -88,12 +102,17 @@ class Agent:
         self.metrics_server: Any = None
         self._commands: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
         self._cfg_lock = threading.Lock()
+        hub_key = signed.load_public(cfg.commands.hub_key) if cfg.commands.hub_key else None
+        if hub_key is None:
+            logger.warning("no commands.hub_key: every downlink command will be refused")
+        counter = CounterFile(counter_path(cfg.store), floor=signed.counter_floor(time.time()))
+        auth = CommandAuth(hub_key, cfg.device.site, cfg.device.id, counter)
         self.router = CommandRouter({
             "ping": lambda args: {"pong": time.time(), "agent": __version__},
             "status": lambda args: self.status(),
             "config": self._cmd_config,
             "resync": self._cmd_resync,
-        })
+        }, auth)
         if cfg.mqtt.password_env:
             REDACTOR.add(os.environ.get(cfg.mqtt.password_env))
 
@@ -123,11 +142,15 @@ class Agent:
         wd = systemd.watchdog_interval()
         deadline = None if duration is None else time.monotonic() + duration
         next_tick = time.monotonic()
+        healthy_at: float | None = time.monotonic() + self.cfg.commands.healthy_after_s
         while not stop.is_set():
             if self.supervisor.gave_up.is_set():
                 for line in self.failures():
                     logger.error("giving up, exiting for the service manager: %s", line)
                 return 1
+            if healthy_at is not None and time.monotonic() >= healthy_at and self.supervisor.healthy():
+                self._started_well()
+                healthy_at = None
             if wd and self.supervisor.healthy():
                 systemd.notify("WATCHDOG=1")
             if time.monotonic() >= next_tick:
@@ -140,7 +163,12 @@ class Agent:
             if deadline is not None and time.monotonic() >= deadline:
                 break
             stop.wait(min(wd or 0.5, 0.5))
+        self._started_well()  # a clean stop is not a failed start
         return 0
+
+    def _started_well(self) -> None:
+        if self.config_path is not None:
+            revert.started_well(overlay_path(self.config_path))
 
     # ---------------------------------------------------------------- workers
 
@@ -205,7 +233,7 @@ class Agent:
             "device": self.cfg.device.id, "site": self.cfg.device.site, "boot": self.boot,
             "queue": sum(c["depth"] for c in st["classes"].values()), "classes": st["classes"],
             "bytes": st["bytes"], "counters": st["counters"], "quarantined": st["quarantined"],
-            "store_full": st["full"],
+            "store_full": st["full"], "commands_refused": self.router.refused,
             **self._uplink_view(),
             "workers": {n: ("failed" if w.failed else "running") for n, w in self.supervisor.workers.items()},
         }
@@ -239,18 +267,25 @@ class Agent:
         return self.apply_config(patch)
 
     def apply_config(self, patch: dict[str, Any]) -> dict[str, Any]:
-        """Validate a remote patch, apply it, persist it; on any failure roll back and raise CommandError."""
-        for locked in REMOTE_LOCKED:
-            head, _, tail = locked.partition(".")
-            if head in patch and (not tail or (isinstance(patch[head], dict) and tail in patch[head])):
-                raise CommandError(f"{locked} cannot be changed remotely (set by provisioning)")
+        """Validate a remote patch, apply it, persist it; on any failure roll back and raise CommandError.
+
+        Locked keys (edge_agent/config/locked.py) are refused before anything else, so a patch that also
+        fails validation or start-up never gets to touch them (nor a secret they name)."""
         with self._cfg_lock:
             old = self.cfg
+            base = old.model_dump(mode="json")
+            merged = deep_merge(base, patch)
+            locked = locked_changes(base, merged)
+            if locked:
+                raise CommandError(f"locked keys cannot be changed remotely (set by provisioning): {locked}")
             try:
-                new = self.registry.config_model.model_validate(deep_merge(old.model_dump(mode="json"), patch))
+                new = self.registry.config_model.model_validate(merged)
             except ValidationError as err:
                 issues = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
                 raise CommandError(f"invalid config, not applied: {issues}") from None
+            locked = locked_changes(base, new.model_dump(mode="json"))  # defaults of a role the patch adds
+            if locked:
+                raise CommandError(f"locked keys cannot be changed remotely (set by provisioning): {locked}")
             try:
                 self._reconfigure(old, new)
                 self.cfg = new
@@ -294,8 +329,13 @@ class Agent:
         ov = overlay_path(self.config_path)
         current = json.loads(ov.read_text()) if ov.exists() else {}
         tmp = ov.with_name(ov.name + ".tmp")
-        tmp.write_text(json.dumps(deep_merge(current, patch), indent=2))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(deep_merge(current, patch), indent=2))
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, ov)
+        revert.started_well(ov)  # it applied live: a new overlay gets its own tries at start-up
 
 
 def load_or_exit(path: Path) -> AgentConfig:

@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -21,8 +22,15 @@ logger = logging.getLogger("edge_agent")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from edge_agent.app import Agent, load_or_exit
+    from edge_agent.app import Agent, load_or_exit, overlay_path
+    from edge_agent.runtime import revert
 
+    logs.setup("INFO")
+    local = load_or_exit_local(Path(args.config))
+    try:
+        revert.before_start(overlay_path(Path(args.config)), local.commands.revert_after_failed_starts)
+    except OSError as err:  # a read-only config directory holds no overlay either: nothing to count or revert
+        logger.warning("cannot count this start for the remote-config revert: %s", err)
     cfg = load_or_exit(Path(args.config))
     logs.setup(cfg.log_level)
     agent = Agent(cfg, Path(args.config))
@@ -34,6 +42,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         return agent.run(duration=args.duration, stop=stop)
     finally:
         agent.stop()
+
+
+def load_or_exit_local(path: Path) -> Any:
+    """The technician's file alone (no remote overlay)."""
+    try:
+        return load_config(path)
+    except ConfigError as err:
+        for issue in err.issues:
+            logger.error("%s: %s", err.source, issue)
+        raise SystemExit(2) from None
 
 
 def demo_config_path() -> Path:
@@ -209,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Everything the agent creates (outbox + WAL/SHM, state dirs, allow-list, logs, vault, overlays) is 0600/0700:
+    # ID hashes, guest records and queued transactions are nobody else's business on a shared box.
+    os.umask(0o077)
     if args.cmd != "run":
         logs.setup("WARNING")
     return int(args.fn(args))

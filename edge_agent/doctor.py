@@ -28,7 +28,7 @@ def read_status(db: Path) -> dict[str, Any]:
         now = time.time()
         classes = {}
         for cls in ("transaction", "measurement", "state"):
-            n, oldest = conn.execute(f"SELECT COUNT(*), MIN(ts) FROM ob_{cls}").fetchone()
+            n, oldest = conn.execute(f"SELECT COUNT(*), MIN(ts) FROM ob_{cls}").fetchone()  # nosec B608: fixed names
             classes[cls] = {"depth": n, "oldest_age_s": round(now - oldest, 1) if oldest else 0.0}
         counters = dict(conn.execute("SELECT name, value FROM counters").fetchall())
         runtime = {k: json.loads(v) for k, v, _ in conn.execute("SELECT key, value, updated FROM runtime")}
@@ -139,4 +139,22 @@ def run_doctor(cfg: AgentConfig) -> list[tuple[str, str, str]]:
     else:
         rows.append(("outbox integrity", "OK", "no outbox yet (created at first start)"))
     rows.append(("broker", *broker_check(cfg)))
+    rows += vision_rows(cfg)
     return rows
+
+
+def vision_rows(cfg: AgentConfig) -> list[tuple[str, str, str]]:
+    """Whether each camera detector's execution providers (CUDA, TensorRT, CPU) exist in this onnxruntime."""
+    from edge_agent.vision.config import VisionProducerConfig
+    from edge_agent.vision.session import provider_rows
+
+    cams = [p for p in cfg.producers if isinstance(p, VisionProducerConfig)]
+    if not cams:
+        return []
+    try:
+        import onnxruntime as ort
+
+        available: list[str] | None = ort.get_available_providers()
+    except ImportError:
+        available = None
+    return provider_rows(cams, available)

@@ -25,14 +25,23 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import Field, create_model, model_validator
 
 from edge_agent.config.loader import load
-from edge_agent.config.models import Base, DeviceConfig, MetricsConfig, MqttConfig, RoleConfig, StoreConfig, SyncConfig
+from edge_agent.config.models import (
+    Base,
+    CommandsConfig,
+    DeviceConfig,
+    MetricsConfig,
+    MqttConfig,
+    RoleConfig,
+    StoreConfig,
+    SyncConfig,
+)
 from edge_agent.core.ports import Context, Factory, Producer
 from edge_agent.gate.config import GateRoleConfig
 from edge_agent.kiosk.config import KioskConfig
 from edge_agent.nodes.config import NodesConfig
 from edge_agent.synthetic.config import SyntheticProducerConfig
 from edge_agent.toilet.config import ToiletRoleConfig
-from edge_agent.vision.config import VisionProducerConfig
+from edge_agent.vision.config import VisionProducerConfig, check_shared_detectors
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,7 @@ class AgentConfig(Base):
     mqtt: MqttConfig = Field(MqttConfig(), description="The broker connection.")
     sync: SyncConfig = Field(SyncConfig(), description="Batching, acks and pacing.")
     metrics: MetricsConfig = Field(MetricsConfig(), description="Prometheus endpoint.")
+    commands: CommandsConfig = Field(CommandsConfig(), description="Signed downlink commands.")
     producers: list[ProducerConfig] = Field(default_factory=list, description=PRODUCERS_HELP)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
 
@@ -91,6 +101,7 @@ class AgentConfig(Base):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"producer names must be unique; repeated: {sorted(dup)}")
+        check_shared_detectors([p for p in self.producers if isinstance(p, VisionProducerConfig)])
         return self
 
 

@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from hub.command_cli import add_parser as add_command_parser
 from hub.db import open_backend
 from hub.ingest import HubWorker
 
@@ -114,7 +115,10 @@ def main(argv: list[str] | None = None) -> int:
                                       "device's reason) and unexplained gaps.")
     s.add_argument("--db", default="hub.db", help="Hub database URL or path.")
     s.add_argument("--json", action="store_true", help="Print JSON.")
+    add_command_parser(sub)
     args = p.parse_args(argv)
+    if args.cmd == "command":
+        return int(args.fn(args))
     logging.basicConfig(level=getattr(args, "log_level", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return cmd_run(args) if args.cmd == "run" else cmd_status(args)

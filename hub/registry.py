@@ -152,7 +152,7 @@ class Registry:
         device id the technician's work order names; a token for another device is refused, not used up."""
         h = token_hash(token)
         with self._tx():
-            rows = self._q("SELECT device_id, site, role, expires, used, key_id, cert FROM reg_claims"
+            rows = self._q("SELECT device_id, site, role, expires, used, key_id, cert FROM reg_claims"  # nosec B608
                            " WHERE token_hash=?" + (" FOR UPDATE" if self.pg else ""), (h,))
             if not rows:
                 raise ClaimRefused("unknown", "no such claim token (check it was typed right, or ask for a new one)")

@@ -190,7 +190,8 @@ def cmd_device_provision(args: argparse.Namespace) -> int:
                  role=args.role, claim=args.claim or os.environ.get("VENUE_CLAIM_TOKEN"), claim_url=args.claim_url,
                  usb=Path(args.usb) if args.usb else None, template=Path(args.template) if args.template else None,
                  label_png=Path(args.label_png) if args.label_png else None, new_key=args.new_key,
-                 meta=meta)
+                 meta=meta, hub_key=Path(args.hub_key_file).read_text() if args.hub_key_file else None,
+                 allowlist_key=Path(args.allowlist_key_file) if args.allowlist_key_file else None)
     t = time.monotonic()
     try:
         done = provision(inp)
@@ -369,6 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--label-png", default=None, help="Also write the label's QR code as PNG.")
     c.add_argument("--new-key", action="store_true", help="Make a new key pair even if one exists.")
     c.add_argument("--meta", action="append", default=[], help="KEY=VALUE facts sent with the claim.")
+    c.add_argument("--hub-key-file", default=None, help="The hub's command public key (from `venue-hub command "
+                   "keygen`); without it the device refuses every downlink command.")
+    c.add_argument("--allowlist-key-file", default=None, help="Gates: the site's allow-list secret from the hub "
+                   "(default: a new random one in <dir>/allowlist.key, to be given to the hub).")
     c.set_defaults(fn=cmd_device_provision)
     c = dv.add_parser("selftest", help="Pass/fail table of the device's readiness, also sent to the hub.")
     c.add_argument("--config", required=True, help="Agent config.")

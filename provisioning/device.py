@@ -47,6 +47,8 @@ class Inputs:
     new_key: bool = False  # make a new key even if one exists (re-provisioning after a compromise)
     register_timeout_s: float = 20.0
     meta: tuple[tuple[str, str], ...] = ()
+    hub_key: str | None = None  # the hub's command-signing public key (base64); unset: the device refuses commands
+    allowlist_key: Path | None = None  # the site's allow-list secret from the hub; unset: a new random one
 
 
 @dataclass(frozen=True)
@@ -206,6 +208,15 @@ def _write_config(inp: Inputs, st: _State, d: Path, p: Progress) -> Path:
         mqtt.pop(stale, None)
     store = {"path": str(d / "var" / "outbox.db"), **data.get("store", {})}
     data = {**data, "device": device, "mqtt": mqtt, "store": store}
+    if inp.hub_key:
+        data["commands"] = {**data.get("commands", {}), "hub_key": inp.hub_key.strip()}
+    gates = [g for g in data.get("producers", []) if isinstance(g, dict) and g.get("type") == "gate"]
+    if gates:
+        secret = _allowlist_secret(inp, d)
+        for g in gates:
+            g.pop("allowlist_key", None)  # never a secret in the config file
+            if not g.get("allowlist_key_env"):
+                g["allowlist_key_file"] = str(secret)
     try:
         validate(AgentConfig, data, {}, str(inp.template or "generated config"))
     except ConfigError as err:
@@ -213,6 +224,19 @@ def _write_config(inp: Inputs, st: _State, d: Path, p: Progress) -> Path:
     path = pki.write_secret(d / "agent.yaml", yaml.safe_dump(data, sort_keys=False).encode())
     pki.private_dir(d / "var")
     p.detail = f"{path} (0600)"
+    return path
+
+
+def _allowlist_secret(inp: Inputs, d: Path) -> Path:
+    """The site's allow-list secret, 0600: the one the hub hashes lists with, or a new random one (32 bytes,
+    hex) that the technician hands to the hub (printed path, never the value)."""
+    import secrets
+
+    path = d / "allowlist.key"
+    if inp.allowlist_key is not None:
+        pki.write_secret(path, inp.allowlist_key.read_bytes().strip())
+    elif not path.exists():
+        pki.write_secret(path, secrets.token_hex(32).encode())
     return path
 
 

@@ -126,7 +126,7 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     print(f"local broker: mosquitto -c {done['conf']}\nnodes: {', '.join(done['nodes'])} — copy "
           f"{Path(args.out) / 'nodes'}/<node>.json into each node's config.json"
           f"{' with ca.pem' if args.tls else ''}\nagent: [[producers]] type = \"nodes\", username = \"{AGENT}\", "
-          f"port = {args.agent_port}, password from {done['agent_secret']}")
+          f"port = {args.agent_port}, password_file = \"{done['agent_secret']}\"")
     return 0
 
 

@@ -21,6 +21,7 @@ from edge_agent.registry import AgentConfig
 from edge_agent.sync.uplink import Link
 from hub.ingest import HubWorker
 from tests.helpers import Broker, Listener, agent_config, agent_proc, free_port, hub_worker, wait_for
+from tests.signing import HUB_PUB, signed
 
 pytestmark = pytest.mark.broker
 
@@ -31,6 +32,7 @@ def make_cfg(tmp_path: Path, broker: Broker, **over: Any) -> AgentConfig:
         "store": {"path": str(tmp_path / "outbox.db")},
         "mqtt": {"url": broker.url, "keepalive_s": 5},
         "sync": {"ack_timeout_s": 2, "backoff_min_s": 0.2, "backoff_max_s": 1, "backlog_rate": 0},
+        "commands": {"hub_key": HUB_PUB},
     }
     for k, v in over.items():
         data[k] = {**data.get(k, {}), **v} if isinstance(v, dict) else v
@@ -160,12 +162,14 @@ def test_downlink_commands_and_remote_config(tmp_path: Path, broker: Broker, hub
 
         def ask(name: str, doc: Any, raw: bytes | None = None) -> dict[str, Any]:
             cid = doc["id"] if doc else None
-            results.publish(base + name, raw if raw is not None else json.dumps(doc))
+            results.publish(base + name, raw if raw is not None else signed("westlake", "gate-01", name,
+                                                                            doc.get("args"), cid))
             return wait_for(lambda: answers(cid), 10, f"result of {name}")[0]  # type: ignore[no-any-return]
 
         # a command sent before the agent's subscription is in place is lost (QoS 1 to no subscriber): ping
         # until one is answered
-        wait_for(lambda: results.publish(base + "ping", json.dumps({"id": "p0"})) or answers("p0"), 10,
+        wait_for(lambda: results.publish(base + "ping", signed("westlake", "gate-01", "ping", {}, "p0"))
+                 or answers("p0"), 10,
                  "the agent to answer a ping", every=0.3)
         assert ask("ping", {"id": "p1"})["ok"]
         ok = ask("config", {"id": "c1", "args": {"patch": {"sync": {"backlog_rate": 123}}}})
@@ -178,7 +182,7 @@ def test_downlink_commands_and_remote_config(tmp_path: Path, broker: Broker, hub
         assert not rolled["ok"] and "rolled back" in rolled["error"]
         assert agent.cfg.metrics.enabled is False and "metrics" not in json.loads(overlay_path(cfg_file).read_text())
         ident = ask("config", {"id": "c4", "args": {"patch": {"device": {"id": "evil"}}}})
-        assert not ident["ok"] and "provisioning" in ident["error"]
+        assert not ident["ok"] and "provisioning" in ident["error"] and "device" in ident["error"]
         junk = ask("config", None, raw=b"\xff\xfe not json")
         assert not junk["ok"] and "not JSON" in junk["error"]
         # after all that the agent still syncs

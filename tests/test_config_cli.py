@@ -173,10 +173,12 @@ def test_run_exits_non_zero_naming_the_role_that_gave_up(tmp_path: Path) -> None
     """A gate whose turnstile adapter is not plugged in: the role fails to start, is restarted within its budget,
     then the agent exits 1 for the service manager, saying which role and why."""
     key = base64.b64encode(bytes(range(32))).decode()
-    cfg = tmp_path / "gate.toml"
+    cfg, secret = tmp_path / "gate.toml", tmp_path / "allowlist.key"
+    secret.write_text(os.urandom(16).hex())
     cfg.write_text(f'[device]\nid = "gate-01"\nsite = "westlake"\n[store]\npath = "{tmp_path / "o.db"}"\n'
                    '[mqtt]\nurl = "mqtt://127.0.0.1:1"\n[[producers]]\ntype = "gate"\nname = "north"\n'
                    f'venue = "westlake"\npublic_key = "{key}"\ncapacity = 10\nstate_dir = "{tmp_path / "g"}"\n'
+                   f'allowlist_key_file = "{secret}"\n'
                    f'[[producers.lanes]]\nname = "a"\nturnstile = "{tmp_path / "ttyUSB-unplugged"}"\n')
     t0 = time.monotonic()
     out = run_cli("run", "--config", str(cfg), "--duration", "60", timeout=90)

@@ -120,14 +120,14 @@ def test_fuzz_downlink_router_answers_everything(name: str, payload: bytes) -> N
     def boom(args: dict[str, object]) -> dict[str, object]:
         raise RuntimeError("handler bug")
 
-    router = CommandRouter({"ping": lambda a: {"pong": 1}, "boom": boom})
+    router = CommandRouter({"ping": lambda a: {"pong": 1}, "boom": boom}, None)  # parsing only: no signatures
     result = router.handle(name, payload)
     assert set(result) >= {"id", "cmd", "ok"}
     assert result["ok"] is False or (name == "ping" and isinstance(result["result"], dict))
 
 
 def test_router_gives_clear_reasons() -> None:
-    router = CommandRouter({"ping": lambda a: {"pong": 1}})
+    router = CommandRouter({"ping": lambda a: {"pong": 1}}, None)  # parsing only: no signatures
     assert router.handle("ping", b'{"id":"1"}') == {"id": "1", "cmd": "ping", "ok": True, "result": {"pong": 1}}
     assert "not JSON" in router.handle("ping", b"{nope")["error"]
     assert "unknown command" in router.handle("reboot", b'{"id":"2"}')["error"]

@@ -33,6 +33,7 @@ from edge_agent.store import Outbox
 from hub.db import SqliteBackend
 from hub.ingest import HubWorker
 from tests.helpers import Broker, Listener, hub_records, wait_for
+from tests.signing import HUB_PUB, signed
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRMWARE = ROOT / "firmware"
@@ -159,6 +160,7 @@ def gateway(tmp_path: Path, make_broker: Callable[..., Broker]) -> Iterator[dict
         "store": {"path": str(tmp_path / "outbox.db")},
         "mqtt": {"url": city.url},
         "sync": {"ack_timeout_s": 2, "backoff_min_s": 0.2, "backoff_max_s": 1},
+        "commands": {"hub_key": HUB_PUB},
         "producers": [{"type": "nodes", "port": local.port, "config_timeout_s": 4}]})
     agent = Agent(cfg)
     agent.start()
@@ -270,7 +272,8 @@ def test_node_config_over_mqtt_from_the_hub(tmp_path: Path, gateway: dict[str, A
         wait_for(lambda: hub_records(db, "node.status"), 30, "node online")
 
         def command(cid: str, args: dict[str, Any]) -> dict[str, Any]:
-            results.publish("venue/v1/westlake/wc-gw-01/cmd/node.config", json.dumps({"id": cid, "args": args}))
+            results.publish("venue/v1/westlake/wc-gw-01/cmd/node.config",
+                            signed("westlake", "wc-gw-01", "node.config", args, cid))
             msg = wait_for(lambda: [json.loads(p) for _, p, _ in results.messages if json.loads(p).get("id") == cid],
                            30, f"result of {cid}")
             return msg[0]
@@ -285,6 +288,10 @@ def test_node_config_over_mqtt_from_the_hub(tmp_path: Path, gateway: dict[str, A
         wait_for(lambda: len(hub_records(db, "node.air")) >= before + 3, 20, "readings at the new 1 s period")
         saved = json.loads((node.flash / "config.json").read_text())
         assert saved["interval_s"] == 1  # kept in flash for the next boot
+        # Wi-Fi and broker are the node's own: a signed hub command cannot move it either
+        wifi = command("c-wifi", {"node": "wc-n2", "set": {"ssid": "evil-ap", "psk": "evil-pass", "interval_s": 2}})
+        assert "ssid cannot be changed remotely" in json.dumps(wifi) and "psk cannot" in json.dumps(wifi), wifi
+        assert json.loads((node.flash / "config.json").read_text()) == saved and "evil" not in node.output()
         # a key the MQTT session depends on: saved, then the node restarts and comes back with it
         n_status = len(hub_records(db, "node.status"))
         again = command("c-ka", {"node": "wc-n2", "set": {"keepalive_s": 15}})

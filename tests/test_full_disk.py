@@ -34,6 +34,7 @@ from tests.helpers import (
     tmpfs,
     wait_for,
 )
+from tests.signing import signed
 
 pytestmark = [pytest.mark.broker]
 
@@ -81,7 +82,7 @@ def status(broker: Broker) -> dict[str, Any]:
     topics = Topics("westlake", "gate-01")
     listener = Listener(broker, topics.result)
     try:
-        listener.publish(topics.base + "/cmd/status", json.dumps({"id": "st-1", "args": {}}))
+        listener.publish(topics.base + "/cmd/status", signed("westlake", "gate-01", "status", {}, "st-1"))
         wait_for(lambda: listener.messages, 20, "the status result")
         return dict(json.loads(listener.messages[0][1])["result"])
     finally:

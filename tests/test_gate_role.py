@@ -36,13 +36,27 @@ from edge_agent.sim.scanner import ScannerSim
 from edge_agent.sim.turnstile import TurnstileSim
 from edge_agent.store import Outbox
 from edge_agent.sync.uplink import Link
+from hub.commands import hash_entry
 from hub.db import SqliteBackend
 from hub.ingest import HubWorker
 from tests.helpers import Broker, GateLane, Listener, hub_records, outbox_records, wait_for
+from tests.signing import HUB_PUB, SIGNER
 
 TZ = ZoneInfo("Asia/Shanghai")
 KEY = Ed25519PrivateKey.generate()
 PUB = base64.b64encode(KEY.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
+ALLOW_ENV, ALLOW_KEY = "SVE_TEST_ALLOWLIST_KEY", b"0123456789abcdef-site-secret"
+KEYS = {"public_key": PUB, "allowlist_key_env": ALLOW_ENV}  # the ticket key, and where the allow-list secret is
+
+
+@pytest.fixture(autouse=True)
+def allowlist_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ALLOW_ENV, ALLOW_KEY.decode())
+
+
+def hashed(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Entries as the hub sends them: keyed hashes of the ID numbers, never the numbers."""
+    return [hash_entry(ALLOW_KEY, e) for e in entries]
 
 
 def qr(tid: str, *, venue: str = "westlake", date: str | None = None, slot: str = "00:00-23:59", party: int = 1,
@@ -81,9 +95,10 @@ def test_thousand_tickets_through_two_gates_reach_the_hub_once(tmp_path: Path, b
         "store": {"path": str(tmp_path / "outbox.db")},
         "mqtt": {"url": broker.url},
         "sync": {"ack_timeout_s": 2, "backoff_min_s": 0.2, "backoff_max_s": 1},
+        "commands": {"hub_key": HUB_PUB},
         "producers": [{
-            "type": "gate", "venue": "westlake", "public_key": PUB, "capacity": capacity,
-            "state_dir": str(tmp_path / "gate"), "allowlist_key": "k3y", "idreader_poll_s": 0.05,
+            "type": "gate", "venue": "westlake", **KEYS, "capacity": capacity,
+            "state_dir": str(tmp_path / "gate"), "idreader_poll_s": 0.05,
             "display": {"port": disp.path},
             "lanes": [{"name": "a", "scanner": sims["a"][0].path, "turnstile": sims["a"][1].path,
                        "idreader": ids.path},
@@ -109,9 +124,11 @@ def test_thousand_tickets_through_two_gates_reach_the_hub_once(tmp_path: Path, b
         booked = [id_number(i) for i in range(10)]
         entries = [{"id": n, "ticket": f"ID{i}", "date": dt.datetime.now(TZ).date().isoformat(),
                     "slot": "00:00-23:59"} for i, n in enumerate(booked)]
-        results.publish("venue/v1/westlake/gate-01/cmd/gate.allowlist",
-                        json.dumps({"id": "c1", "args": {"version": 1, "entries": entries}}))
-        wait_for(lambda: any(b'"c1"' in m[1] and b'"ok": true' in m[1].replace(b'":true', b'": true')
+        [(topic, payload)] = SIGNER.allowlist("westlake", "gate-01", entries, ALLOW_KEY)
+        assert not any(n.encode() in payload for n in booked)  # only keyed hashes travel
+        results.publish(topic, payload)
+        cid = json.loads(payload)["id"].encode()
+        wait_for(lambda: any(cid in m[1] and b'"ok": true' in m[1].replace(b'":true', b'": true')
                              for m in results.messages), 20, "allow-list installed")
         rng = np.random.default_rng(7)
         forger = Ed25519PrivateKey.generate()
@@ -221,7 +238,7 @@ def test_a_lane_with_a_dry_contact_turnstile_from_config(tmp_path: Path) -> None
     scanner = ScannerSim()
     lane = {"name": "c", "scanner": scanner.path,
             "contact": {"relay": "sim:lane-relay", "sensor": "sim:lane-sensor", "pulse_s": 0.01}}
-    cfg = GateRoleConfig.model_validate({"type": "gate", "venue": "westlake", "public_key": PUB, "capacity": 10,
+    cfg = GateRoleConfig.model_validate({"type": "gate", "venue": "westlake", **KEYS, "capacity": 10,
                                          "state_dir": str(tmp_path / "g"), "lanes": [lane]})
     stop = threading.Event()
     with Outbox(tmp_path / "o.db") as ob:
@@ -236,7 +253,7 @@ def test_a_lane_with_a_dry_contact_turnstile_from_config(tmp_path: Path) -> None
             scanner.close()
     assert turnstile.relay.pulses == 1 and turnstile.relay.value is False and got[0]["ticket"] == "DC1"
     with pytest.raises(ValueError, match="not both"):
-        GateRoleConfig.model_validate({"type": "gate", "venue": "v", "public_key": PUB, "capacity": 1,
+        GateRoleConfig.model_validate({"type": "gate", "venue": "v", **KEYS, "capacity": 1,
                                        "lanes": [{**lane, "turnstile": "/dev/ttyUSB0"}]})
     assert parse_spec("gpiochip0:17") == ("/dev/gpiochip0", 17)
     for bad in ("gpiochip0", "17", "gpiochip0:x"):
@@ -259,7 +276,7 @@ def test_camera_qr_lane_decodes_codes_from_frames(tmp_path: Path) -> None:
             n += 1
             cv2.imwrite(str(frames / f"{n:04d}.png"), cv2.cvtColor(img, cv2.COLOR_GRAY2BGR))
     sim = TurnstileSim()
-    cfg = GateRoleConfig.model_validate({"type": "gate", "venue": "westlake", "public_key": PUB, "capacity": 10,
+    cfg = GateRoleConfig.model_validate({"type": "gate", "venue": "westlake", **KEYS, "capacity": 10,
                                          "state_dir": str(tmp_path / "g"),
                                          "lanes": [{"name": "cam", "camera_qr": str(frames), "turnstile": sim.path}]})
     stop = threading.Event()
@@ -314,7 +331,7 @@ def test_occupancy_survives_a_restart_and_a_new_day_starts_empty(tmp_path: Path)
 
 def test_a_role_running_across_midnight_starts_the_new_day_from_zero(tmp_path: Path) -> None:
     scanner, gate = ScannerSim(), TurnstileSim()
-    cfg = GateRoleConfig.model_validate({"type": "gate", "venue": "westlake", "public_key": PUB, "capacity": 10,
+    cfg = GateRoleConfig.model_validate({"type": "gate", "venue": "westlake", **KEYS, "capacity": 10,
                                          "state_dir": str(tmp_path / "g"),
                                          "lanes": [{"name": "l", "scanner": scanner.path, "turnstile": gate.path}]})
     clock = ManualClock(time.time())
@@ -425,14 +442,15 @@ def test_allowlist_sync_before_the_role_runs_is_kept_and_versioned(tmp_path: Pat
     """A sync can arrive while the role is still starting (or restarting): it is installed, not refused."""
     from edge_agent.sync.downlink import CommandError
 
-    cfg = GateRoleConfig.model_validate({"type": "gate", "venue": "westlake", "public_key": PUB, "capacity": 10,
+    cfg = GateRoleConfig.model_validate({"type": "gate", "venue": "westlake", **KEYS, "capacity": 10,
                                          "state_dir": str(tmp_path / "g"), "lanes": [{"name": "l"}]})
     today = dt.datetime.now(TZ).date().isoformat()
     entry = {"id": id_number(1), "ticket": "ID1", "date": today, "slot": "00:00-23:59"}
     stop = threading.Event()
     with Outbox(tmp_path / "o.db") as ob:
         role = GateRole(cfg, Context(ob))
-        assert role.commands()["gate.allowlist"]({"version": 3, "entries": [entry]}) == {"version": 3, "entries": 1}
+        assert role.commands()["gate.allowlist"]({"version": 3, "entries": hashed([entry])}) == {"version": 3,
+                                                                                                 "entries": 1}
         with pytest.raises(CommandError, match="not newer"):
             role.commands()["gate.allowlist"]({"version": 3, "entries": []})
         t = threading.Thread(target=role.run, args=(stop,))
@@ -449,17 +467,18 @@ def test_allowlist_sync_before_the_role_runs_is_kept_and_versioned(tmp_path: Pat
 def test_a_big_allowlist_arrives_in_parts_and_is_installed_at_once(tmp_path: Path) -> None:
     from edge_agent.sync.downlink import CommandError
 
-    cfg = GateRoleConfig.model_validate({"type": "gate", "venue": "westlake", "public_key": PUB, "capacity": 10,
+    cfg = GateRoleConfig.model_validate({"type": "gate", "venue": "westlake", **KEYS, "capacity": 10,
                                          "state_dir": str(tmp_path / "g"), "lanes": [{"name": "l"}]})
     ob = Outbox(tmp_path / "o.db")  # the role's sink: a sync writes no record, the role need not run
     role = GateRole(cfg, Context(ob))
     cmd = role.commands()["gate.allowlist"]
     today = dt.datetime.now(TZ).date().isoformat()
     people = [id_number(i) for i in range(2400)]
-    entries = [{"id": n, "ticket": f"R{i}", "date": today, "slot": "09:00-10:00"} for i, n in enumerate(people)]
+    entries = hashed([{"id": n, "ticket": f"R{i}", "date": today, "slot": "09:00-10:00"}
+                      for i, n in enumerate(people)])
     assert len(json.dumps({"version": 2, "entries": entries})) > 64 * 1024  # too big for one command
-    cmd({"version": 1, "entries": entries[:1]})
     parts = [entries[i:i + 600] for i in range(0, len(entries), 600)]
+    cmd({"version": 1, "entries": entries[:1]})
     assert cmd({"version": 2, "part": 2, "parts": 4, "entries": parts[2]})["missing"] == 3
     assert cmd({"version": 2, "part": 0, "parts": 4, "entries": parts[0]})["missing"] == 2
     assert cmd({"version": 2, "part": 0, "parts": 4, "entries": parts[0]})["missing"] == 2  # sent again: no harm
@@ -508,7 +527,7 @@ def test_camera_counted_door_feeds_the_site_occupancy(tmp_path: Path) -> None:
     seq = Path(__file__).parent / "fixtures" / "tud_campus" / "img1"
     vcfg = VisionProducerConfig.model_validate({"type": "vision", "name": "door-cam", "source": str(seq),
                                                 "lines": [{"name": "door", "points": [320, 0, 320, 480]}]})
-    gcfg = GateRoleConfig.model_validate({"type": "gate", "venue": "westlake", "public_key": PUB, "capacity": 4,
+    gcfg = GateRoleConfig.model_validate({"type": "gate", "venue": "westlake", **KEYS, "capacity": 4,
                                           "state_dir": str(tmp_path / "g"), "lanes": [{"name": "l"}],
                                           "vision_lines": ["door-cam/door"]})
     stop = threading.Event()

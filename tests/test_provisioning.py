@@ -7,6 +7,7 @@ TLS, `venue-provision` and `edge-agent` as the technician would run them (subpro
 
 from __future__ import annotations
 
+import io
 import json
 import stat
 import subprocess
@@ -21,6 +22,7 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from hub.claims import ClaimService, Endpoint
+from hub.commands import generate_key
 from hub.db import SqliteBackend
 from hub.ingest import HubWorker
 from hub.registry import Registry, Signed
@@ -107,9 +109,11 @@ def test_claim_to_a_syncing_agent_the_hub_shows_online(hub: Hub) -> None:
     template = hub.dir / "gate.toml"
     template.write_text(TEMPLATE)
     dev = hub.dir / "device"
+    hub_cmd_key = hub.dir / "hub-cmd.key"  # the hub's command key; its public half is shipped with the CA
+    (hub.dir / "hub-cmd.pub").write_text(generate_key(hub_cmd_key))
     t0 = time.monotonic()
     r = hub.provision(dev, *hub.claim_args(token), "--template", str(template), "--label-png",
-                      str(hub.dir / "label.png"))
+                      str(hub.dir / "label.png"), "--hub-key-file", str(hub.dir / "hub-cmd.pub"))
     took_provision = time.monotonic() - t0
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count(" ok (") == 8 and "[8/8] Printing the label" in r.stdout
@@ -146,6 +150,13 @@ def test_claim_to_a_syncing_agent_the_hub_shows_online(hub: Hub) -> None:
         busy = subprocess.run([PY, "-m", "provisioning.cli", "device", "selftest", "--config",
                                str(dev / "agent.yaml")], capture_output=True, text=True, timeout=60)
         assert busy.returncode == 2 and "the agent is running" in busy.stderr
+        # The hub signs a command with the key provisioning gave the device and sends it as _hub over mTLS.
+        hub_cert, hub_key = identity(hub.ca, hub.dir, "_hub")
+        sent = subprocess.run([PY, "-m", "hub", "command", "send", "--key", str(hub_cmd_key), "--counters",
+                               str(hub.dir / "hub-cmd.db"), "--broker", hub.broker.url("service"), "--ca",
+                               str(hub.broker.files.ca), "--cert", str(hub_cert), "--client-key", str(hub_key),
+                               "westlake", "gate-01", "ping"], capture_output=True, text=True, timeout=60)
+        assert sent.returncode == 0 and '"ok": true' in sent.stdout, sent.stdout + sent.stderr
     finally:
         agent.terminate()
         worker.stop()
@@ -288,3 +299,42 @@ def test_every_provisioning_command_has_help() -> None:
     r = subprocess.run([sys.executable, "-m", "provisioning.cli", "device", "provision", "--help"],
                        capture_output=True, text=True)
     assert r.returncode == 0 and "--claim" in r.stdout
+
+
+GATE_TEMPLATE = """[[producers]]
+type = "gate"
+venue = "westlake"
+public_key = "O2onvM62pC1io6jQKm8Nc2UyFXcd4kOmOsBIoYtZ2ik="
+capacity = 100
+allowlist_key = "westlake"
+[[producers.lanes]]
+name = "a"
+"""
+
+
+def test_provisioning_writes_the_hub_key_and_a_random_allowlist_secret(tmp_path: Path) -> None:
+    """A gate template: the allow-list secret becomes a random 0600 file (or the hub's, when given), never a
+    value in the config; the hub's command key lands in commands.hub_key."""
+    import yaml
+
+    from provisioning.device import Inputs, _State, _write_config
+    from provisioning.progress import Progress
+
+    (tmp_path / "gate.toml").write_text(GATE_TEMPLATE)
+    (tmp_path / "ca.pem").write_text("ca")
+    pub = generate_key(tmp_path / "hub-cmd.key")
+    written = []
+    for given in (None, b"the-hub-s-site-secret-0123456789"):
+        d = tmp_path / f"dev{len(written)}"
+        if given:
+            (tmp_path / "site.key").write_bytes(given)
+        inp = Inputs(directory=d, ca=tmp_path / "ca.pem", broker="mqtts://hub:8883", template=tmp_path / "gate.toml",
+                     hub_key=pub + "\n", allowlist_key=(tmp_path / "site.key") if given else None)
+        st = _State(device="gate-01", site="westlake", role="gate", chain="cert")
+        cfg = yaml.safe_load(_write_config(inp, st, d, Progress(1, io.StringIO())).read_text())
+        gate = cfg["producers"][0]
+        assert cfg["commands"]["hub_key"] == pub and "allowlist_key" not in gate
+        secret = Path(gate["allowlist_key_file"])
+        assert secret == d / "allowlist.key" and stat.S_IMODE(secret.stat().st_mode) == 0o600
+        written.append(secret.read_bytes())
+    assert len(written[0]) == 64 and bytes.fromhex(written[0].decode()) and written[1] == given

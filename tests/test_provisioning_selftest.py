@@ -54,7 +54,7 @@ def gate_config(tmp_path: Path, devices: dict[str, Any], turnstile: str, camera:
         "store": {"path": str(tmp_path / "var" / "outbox.db")},
         "mqtt": {"url": "mqtt://127.0.0.1:1"},  # nothing listens: the broker check must fail, not hang
         "producers": [{"type": "gate", "venue": "westlake", "public_key": public, "capacity": 100,
-                       "state_dir": str(tmp_path / "gate"),
+                       "allowlist_key_env": "SVE_TEST_ALLOWLIST_KEY", "state_dir": str(tmp_path / "gate"),
                        "lanes": [{"name": "l1", "turnstile": turnstile, "turnstile_addr": 3,
                                   "idreader": devices["idreader"].path, "scanner": devices["silent"].path,
                                   "camera_qr": camera}],

@@ -3,7 +3,6 @@ registry keeps role configs light and their types consistent."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ from edge_agent.core.ports import CommandError, Context, Handler
 from edge_agent.records import DataClass
 from edge_agent.registry import REGISTRY, ROLES, Registry, Role
 from tests.helpers import outbox_records, wait_for
+from tests.signing import HUB_PUB, signed
 
 
 class ChimeConfig(RoleConfig):
@@ -61,7 +61,7 @@ WITH_CHIME = Registry({**ROLES, "chime": Role(ChimeConfig, f"{__name__}:Chime")}
 def test_a_role_registered_with_one_line_runs_through_the_agent(tmp_path: Path) -> None:
     conf = tmp_path / "agent.toml"
     conf.write_text(f'[device]\nid = "door-1"\nsite = "westlake"\n[store]\npath = "{tmp_path / "o.db"}"\n'
-                    '[mqtt]\nurl = "mqtt://127.0.0.1:1"\n'
+                    f'[mqtt]\nurl = "mqtt://127.0.0.1:1"\n[commands]\nhub_key = "{HUB_PUB}"\n'
                     '[[producers]]\ntype = "chime"\nname = "front"\n'
                     '[[producers]]\ntype = "synthetic"\nrate_per_s = 50\nlimit = 3\n')
     cfg = WITH_CHIME.load_config(conf)
@@ -72,14 +72,14 @@ def test_a_role_registered_with_one_line_runs_through_the_agent(tmp_path: Path) 
         ready = wait_for(lambda: outbox_records(ob, DataClass.STATE, "chime.ready"), 10, "the chime to start")
         assert ready == [{"chime": "front", "tune": "ding-dong", "boot": agent.boot}]
         # its downlink command is routed by the agent; bad arguments come back as the role's own error
-        ok = agent.router.handle("chime.ring", json.dumps({"id": "c1", "args": {"times": 2}}).encode())
-        bad = agent.router.handle("chime.ring", json.dumps({"id": "c2", "args": {"times": 9}}).encode())
+        ok = agent.router.handle("chime.ring", signed("westlake", "door-1", "chime.ring", {"times": 2}, "c1"))
+        bad = agent.router.handle("chime.ring", signed("westlake", "door-1", "chime.ring", {"times": 9}, "c2"))
         assert ok["ok"] and ok["result"] == {"rang": 2} and not bad["ok"] and bad["error"] == "times must be 1..3"
         agent.ctx.bus.publish("door/open", {})  # another role's event on the agent's bus
         wait_for(lambda: len(outbox_records(ob, DataClass.TRANSACTION, "chime.rang")) == 3, 10, "three rings")
         # remote config of the new role is validated against the same registry and restarts it
-        refused = agent.router.handle("config", json.dumps({"id": "c3", "args": {"patch": {"producers": [
-            {"type": "chime", "name": "front", "tune": "x" * 40}]}}}).encode())
+        refused = agent.router.handle("config", signed("westlake", "door-1", "config", {"patch": {"producers": [
+            {"type": "chime", "name": "front", "tune": "x" * 40}]}}, "c3"))
         assert not refused["ok"] and "tune" in refused["error"]
         assert agent.apply_config({"producers": [{"type": "chime", "name": "front", "tune": "westminster"}]})
         wait_for(lambda: any(r["tune"] == "westminster" for r in outbox_records(ob, DataClass.STATE, "chime.ready")),

@@ -6,6 +6,8 @@ role's own model, which lives beside the role (edge_agent/<role>/config.py) and 
 
 from __future__ import annotations
 
+import base64
+import binascii
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -104,6 +106,29 @@ class SyncConfig(Base):
         if self.backoff_min_s > self.backoff_max_s:
             raise ValueError("backoff_min_s must not exceed backoff_max_s")
         return self
+
+
+class CommandsConfig(Base):
+    """Downlink commands: only those the hub signed for this device run (edge_agent/core/signed.py)."""
+
+    hub_key: str | None = Field(None, description="The hub's Ed25519 command-signing public key (raw 32 bytes, "
+                                "base64), written by provisioning. Unset: every downlink command is refused.")
+    revert_after_failed_starts: int = Field(3, ge=1, le=100, description="A remote config after which the agent "
+                                            "failed to start this many times in a row is set aside (crash-loop "
+                                            "revert to the technician's file).")
+    healthy_after_s: float = Field(30, gt=0, description="Running this long counts as a good start.")
+
+    @field_validator("hub_key")
+    @classmethod
+    def _key(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                raw = base64.b64decode(v.strip(), validate=True)
+            except (binascii.Error, ValueError):
+                raw = b""
+            if len(raw) != 32:
+                raise ValueError("hub_key must be a raw 32-byte Ed25519 public key in base64")
+        return v
 
 
 class MetricsConfig(Base):

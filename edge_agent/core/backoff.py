@@ -15,7 +15,7 @@ class Backoff:
             raise ValueError("backoff needs 0 < min_s <= max_s")
         self.min_s, self.max_s = min_s, max_s
         self.failures = 0
-        self.rng = rng or random.Random()
+        self.rng = rng or random.Random()  # nosec B311: reconnect jitter, not a secret
 
     def next(self) -> float:
         cap = min(self.max_s, self.min_s * (2 ** min(self.failures, 30)))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import re
 
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
@@ -39,3 +41,9 @@ def mask(number: str, head: int = 3) -> str:
     """For screens and logs: the first `head` and last 4 characters only."""
     n = number.strip()
     return n[:head] + "*" * (len(n) - head - 4) + n[-4:] if len(n) > head + 4 else "*" * len(n)
+
+
+def keyed_digest(key: bytes, number: str) -> bytes:
+    """HMAC-SHA256 of the normalised number under a site's secret key: what allow-lists carry and store
+    (the hub hashes before sending, the gate hashes what its reader reads; the number itself never travels)."""
+    return hmac.new(key, normalise(number).encode(), hashlib.sha256).digest()

@@ -1,23 +1,22 @@
 """Real-name tickets: a locally synced allow-list of ID-card reservations.
 
-The hub sends the list (downlink `gate.allowlist`, or a file for the field technician); the gate keeps
-it in SQLite and decides offline. ID numbers are never stored: entries are keyed by an HMAC-SHA256 of
-the number under a per-venue key from the device config, so a copied database does not reveal who
-booked. A sync replaces the whole list atomically and carries a version so an older list never
-overwrites a newer one.
+The hub sends the list (downlink `gate.allowlist`, signed: see edge_agent/core/signed.py); the gate keeps
+it in SQLite and decides offline. ID numbers never reach the device in the list and are never stored:
+the hub sends each entry keyed by an HMAC-SHA256 of the number under the site's secret key (`idh`), and the
+gate hashes what its reader reads with the same key (a mandatory random secret from the environment or a
+0600 file, never the config file). A sync replaces the whole list atomically and carries a version so an
+older list never overwrites a newer one; the version is the hub's command counter, never above it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import sqlite3
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_agent.core.idnumber import normalise
+from edge_agent.core.idnumber import keyed_digest
 from edge_agent.core.sqlite import transaction
 from edge_agent.store.migrations import Migration, migrate
 
@@ -37,7 +36,7 @@ MIGRATIONS: list[Migration] = [
 
 @dataclass(frozen=True)
 class Entry:
-    id_number: str
+    idh: bytes  # keyed_digest(site key, ID number): 32 bytes
     ticket: str
     date: str
     slot: str
@@ -55,7 +54,7 @@ class AllowList:
         migrate(self.conn, MIGRATIONS)
 
     def digest(self, id_number: str) -> bytes:
-        return hmac.new(self.key, normalise(id_number).encode(), hashlib.sha256).digest()
+        return keyed_digest(self.key, id_number)
 
     @property
     def version(self) -> int:
@@ -64,7 +63,7 @@ class AllowList:
 
     def replace(self, entries: Iterable[Entry], version: int) -> bool:
         """Install a new list; False (and nothing changed) if `version` is not newer than the one held."""
-        rows = [(self.digest(e.id_number), e.ticket, e.date, e.slot, int(e.party)) for e in entries]
+        rows = [(e.idh, e.ticket, e.date, e.slot, int(e.party)) for e in entries]
         with self._lock:
             if version <= self.version:
                 return False
@@ -82,7 +81,7 @@ class AllowList:
         `version` is not newer than the installed or the staged list (nothing changed)."""
         if not 0 <= part < parts:
             raise ValueError(f"part {part} of {parts}")
-        rows = [(part, self.digest(e.id_number), e.ticket, e.date, e.slot, int(e.party)) for e in entries]
+        rows = [(part, e.idh, e.ticket, e.date, e.slot, int(e.party)) for e in entries]
         with self._lock:
             if version <= self.version:
                 return None
@@ -111,7 +110,7 @@ class AllowList:
                                 (self.digest(id_number),)).fetchone()
         if row is None:
             return None
-        return Entry("", row[0], row[1], row[2], int(row[3]))
+        return Entry(b"", row[0], row[1], row[2], int(row[3]))
 
     def __len__(self) -> int:
         return int(self.conn.execute("SELECT count(*) FROM allow").fetchone()[0])

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import base64
+import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from edge_agent.config.models import IDENT, Base, DisplayConfig, RoleConfig
+
+MIN_KEY_BYTES = 16
 
 
 def public_key_bytes(text: str) -> bytes:
@@ -67,7 +70,10 @@ class GateRoleConfig(RoleConfig):
     grace_min: int = Field(15, ge=0, le=240, description="Minutes of slack around a reservation time slot.")
     timezone: str = Field("Asia/Shanghai", description="Venue time zone (dates and slots are local).")
     state_dir: Path = Field(Path("/var/lib/edge-agent/gate"), description="Used tickets, occupancy, allow-list.")
-    allowlist_key: str | None = Field(None, description="Secret for hashing ID numbers in the allow-list.")
+    allowlist_key_env: str | None = Field(None, description="Environment variable holding the site's secret "
+                                          "for hashing ID numbers (the same key the hub hashes allow-lists with).")
+    allowlist_key_file: Path | None = Field(None, description="File (0600) holding that secret, as written by "
+                                            "provisioning; one of allowlist_key_env / allowlist_key_file is needed.")
     idreader_poll_s: float = Field(0.3, gt=0, description="ID reader polling period.")
     pass_timeout_s: float = Field(10, gt=0, description="Opened but nobody passed: release the ticket after this.")
     lanes: list[GateLaneConfig] = Field(min_length=1, description="Gate lanes.")
@@ -86,6 +92,27 @@ class GateRoleConfig(RoleConfig):
             if not cam or not line or "/" in line:
                 raise ValueError(f"vision_lines entries are '<vision producer>/<line>', got {item!r}")
         return v
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> GateRoleConfig:
+        if (self.allowlist_key_env is None) == (self.allowlist_key_file is None):
+            raise ValueError(f"gate {self.name}: give exactly one of allowlist_key_env or allowlist_key_file "
+                             "(the allow-list secret never lives in the config file)")
+        return self
+
+    def allowlist_key(self) -> bytes:
+        """The site's allow-list secret; ValueError when missing or too short to be random (< 16 bytes)."""
+        if self.allowlist_key_env:
+            value = os.environ.get(self.allowlist_key_env, "").strip().encode()
+            where = f"environment variable {self.allowlist_key_env}"
+        else:
+            assert self.allowlist_key_file is not None
+            value = self.allowlist_key_file.read_bytes().strip()
+            where = str(self.allowlist_key_file)
+        if len(value) < MIN_KEY_BYTES:
+            raise ValueError(f"gate {self.name}: allow-list key from {where} is missing or shorter than "
+                             f"{MIN_KEY_BYTES} bytes (provisioning writes a random one)")
+        return value
 
     @field_validator("public_key")
     @classmethod

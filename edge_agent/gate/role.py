@@ -46,6 +46,16 @@ def load_public_key(text: str) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(public_key_bytes(text))
 
 
+def idh(entry: dict[str, Any]) -> bytes:
+    """An entry's keyed hash (64 hex digits); plain ID numbers are refused, they must never travel."""
+    if "id" in entry:
+        raise ValueError("plain ID numbers are refused: the hub sends keyed hashes (idh)")
+    raw = bytes.fromhex(str(entry["idh"]))
+    if len(raw) != 32:
+        raise ValueError("idh must be 32 bytes in hex")
+    return raw
+
+
 class Ledger:
     """The site under the gate's lock: each tick's tickets used and day count are stored in one transaction
     while the lock is held (no one is ever in neither pending nor used), then its records are written."""
@@ -86,17 +96,20 @@ class GateRole:
         with self._allow_lock:
             if self.allow is None:
                 c = self.cfg
-                self.allow = AllowList(Path(c.state_dir) / "allow.db", (c.allowlist_key or c.venue).encode())
+                self.allow = AllowList(Path(c.state_dir) / "allow.db", c.allowlist_key())
             return self.allow
 
     def _cmd_allowlist(self, args: dict[str, Any]) -> dict[str, Any]:
-        allow = self._allowlist()
+        try:
+            allow = self._allowlist()
+        except (OSError, ValueError) as err:
+            raise CommandError(f"allow-list key unavailable: {err}") from err
         try:
             version = int(args["version"])
-            entries = [Entry(str(e["id"]), str(e["ticket"]), str(e["date"]), str(e["slot"]), int(e.get("party", 1)))
+            entries = [Entry(idh(e), str(e["ticket"]), str(e["date"]), str(e["slot"]), int(e.get("party", 1)))
                        for e in args["entries"]]
         except (KeyError, TypeError, ValueError) as err:
-            raise CommandError(f"allow-list needs version and entries[id, ticket, date, slot]: {err}") from err
+            raise CommandError(f"allow-list needs version and entries[idh, ticket, date, slot]: {err}") from err
         if "parts" in args:  # a big list in pieces of < 64 KiB each (about 600 entries)
             try:
                 part, parts = int(args["part"]), int(args["parts"])

@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 class HttpPayment:
     def __init__(self, url: str, *, api_key_env: str | None = None, timeout_s: float = 15,
                  currency: str = "CNY") -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("payment url must be http:// or https://")  # no file:// or custom schemes
         self.url, self.timeout, self.currency = url.rstrip("/"), timeout_s, currency
         self.api_key = os.environ.get(api_key_env, "") if api_key_env else ""
 
@@ -42,7 +44,7 @@ class HttpPayment:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.url + path, data=data, headers=headers, method=method)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # nosec B310: http(s) only, see __init__
                 return dict(json.loads(resp.read() or b"{}"))
         except urllib.error.HTTPError as err:
             detail = _reason(err)

@@ -56,7 +56,7 @@ class EscposPrinter:
         if self.device is not None:
             try:
                 self.device.close()
-            except Exception:  # noqa: BLE001 - closing a broken device must not hide the first error
+            except Exception:  # noqa: BLE001  # nosec B110: closing a broken device must not hide the first error
                 pass
             self.device = None
 

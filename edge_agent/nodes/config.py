@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -19,7 +21,21 @@ class NodesConfig(RoleConfig):
     port: int = Field(1883, ge=1, le=65535, description="Its port.")
     prefix: str = Field("svnode", pattern=IDENT, description="Topic prefix the nodes use.")
     username: str | None = Field(None, description="Local broker user.")
-    password: str | None = Field(None, description="Local broker password.")
+    password_env: str | None = Field(None, description="Environment variable that holds the local broker "
+                                     "password (never the password itself in a config file).")
+    password_file: Path | None = Field(None, description="File (0600) that holds the local broker password, e.g. "
+                                       "the agent.secret `venue-provision broker nodes` writes.")
+
+    def password(self) -> str | None:
+        """The local broker password from the environment or its file; ValueError when named but absent."""
+        if self.password_env:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ValueError(f"nodes: environment variable {self.password_env} is not set")
+            return value
+        if self.password_file:
+            return self.password_file.read_text().strip()
+        return None
     classes: dict[str, Literal["transaction", "measurement"]] = Field(
         {"air": "measurement", "stall": "transaction"},
         description="Node record kind → outbox class (unlisted kinds are measurements).")

@@ -95,7 +95,7 @@ class NodesProducer:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"edge-agent-{c.name}",
                              protocol=mqtt.MQTTv311, clean_session=True)
         if c.username:
-            client.username_pw_set(c.username, c.password)
+            client.username_pw_set(c.username, c.password())
         client.reconnect_delay_set(1, 30)
         client.on_connect = lambda cl, u, f, rc, p=None: self._on_connect(cl, rc)
         client.on_message = lambda cl, u, m: self._on_message(sink, cl, m)

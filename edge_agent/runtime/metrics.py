@@ -40,6 +40,8 @@ class AgentCollector(Collector):
         yield GaugeMetricFamily("venue_agent_boot", "Boot counter of this device", value=st["boot"])
         yield GaugeMetricFamily("venue_outbox_quarantined_files", "Corrupt databases kept for upload",
                                 value=len(st["quarantined"]))
+        yield CounterMetricFamily("venue_commands_refused", "Downlink commands refused: unsigned, forged, "
+                                  "expired, replayed or for another device", value=st["commands_refused"])
 
 
 def serve(agent: Any, host: str, port: int) -> Any:

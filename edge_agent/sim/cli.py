@@ -48,7 +48,8 @@ def snippet(sims: dict[str, Any]) -> str:
     lane = {"scanner": "scanner", "idreader": "idreader", "turnstile": "turnstile"}
     if any(k in sims for k in lane):
         out += ['[[producers]]', 'type = "gate"', 'venue = "demo"', 'public_key = "<base64 Ed25519 public key>"',
-                'capacity = 100', 'state_dir = "./gate-state"']
+                'capacity = 100', 'state_dir = "./gate-state"',
+                'allowlist_key_file = "./allowlist.key"  # random secret: head -c 32 /dev/urandom | xxd -p -c 64 > it']
         if "display" in sims:
             out += [f'display = {{ port = "{sims["display"].path}" }}']
         out += ['[[producers.lanes]]', 'name = "lane-1"']

@@ -285,7 +285,7 @@ class Outbox:
             logger.warning("outbox was not closed cleanly before the last OS boot: records after seq %d may have "
                            "been lost with the disk's write cache; announced to the hub", db_next)
         self._bytes = sum(
-            conn.execute(f"SELECT COALESCE(SUM(length(body)),0) + {ROW_OVERHEAD}*COUNT(*) FROM {t}")
+            conn.execute(f"SELECT COALESCE(SUM(length(body)),0) + {ROW_OVERHEAD}*COUNT(*) FROM {t}")  # nosec B608
             .fetchone()[0]
             for t in TABLES
         )
@@ -420,7 +420,7 @@ class Outbox:
     def fetch(self, cls: DataClass, after: int, before: int | None = None, limit: int = 5000,
               max_bytes: int = 1 << 20) -> Block:
         """Oldest undelivered rows of one class with after < seq < before, as columns."""
-        sql = f"SELECT seq, ts, kind, body FROM {TABLE[cls]} WHERE seq > ?"
+        sql = f"SELECT seq, ts, kind, body FROM {TABLE[cls]} WHERE seq > ?"  # nosec B608
         args: list[Any] = [after]
         if before is not None:
             sql += " AND seq < ?"
@@ -505,7 +505,7 @@ class Outbox:
         for cls, ttl in self.policy.ttl_s.items():
             if ttl is None or cls is DataClass.TRANSACTION:
                 continue
-            rows = conn.execute(f"DELETE FROM {TABLE[cls]} WHERE ts < ? RETURNING seq, length(body)",
+            rows = conn.execute(f"DELETE FROM {TABLE[cls]} WHERE ts < ? RETURNING seq, length(body)",  # nosec B608
                                 (self.clock() - ttl,)).fetchall()
             total += self._account_drop(conn, cls, rows, "ttl")
         return total
@@ -538,7 +538,7 @@ class Outbox:
     def _drop_oldest(self, conn: sqlite3.Connection, cls: DataClass, n: int, reason: str) -> int:
         """Delete the n oldest rows of a class, counted and announced as skipped; returns how many."""
         rows = conn.execute(
-            f"DELETE FROM {TABLE[cls]} WHERE seq IN (SELECT seq FROM {TABLE[cls]} ORDER BY seq LIMIT ?)"
+            f"DELETE FROM {TABLE[cls]} WHERE seq IN (SELECT seq FROM {TABLE[cls]} ORDER BY seq LIMIT ?)"  # nosec B608
             " RETURNING seq, length(body)", (n,)).fetchall()
         return self._account_drop(conn, cls, rows, reason)
 
@@ -549,7 +549,7 @@ class Outbox:
                                "full": self.full}
         with self._lock:
             for cls, table in TABLE.items():
-                n, oldest = self._r.execute(f"SELECT COUNT(*), MIN(ts) FROM {table}").fetchone()
+                n, oldest = self._r.execute(f"SELECT COUNT(*), MIN(ts) FROM {table}").fetchone()  # nosec B608
                 out["classes"][cls.value] = {"depth": n, "oldest_age_s": (now - oldest) if oldest else 0.0}
             out["counters"] = dict(self._r.execute("SELECT name, value FROM counters").fetchall())
         out["quarantined"] = quarantined_files(self.path)
@@ -557,7 +557,7 @@ class Outbox:
 
     def depth(self) -> int:
         with self._lock:
-            return sum(self._r.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in TABLE.values())
+            return sum(self._r.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in TABLE.values())  # nosec B608
 
     def close(self, timeout: float = 30.0) -> None:
         """Finish queued work, then close and mark the stop clean; later calls raise OutboxClosed."""
@@ -818,7 +818,7 @@ class Outbox:
             results.append((p, got if isinstance(p, _PutMany) else got[0]))
         for cls in (DataClass.TRANSACTION, DataClass.MEASUREMENT):
             if rows[cls]:
-                conn.executemany(f"INSERT INTO {TABLE[cls]} VALUES (?,?,?,?)", rows[cls])
+                conn.executemany(f"INSERT INTO {TABLE[cls]} VALUES (?,?,?,?)", rows[cls])  # nosec B608
         if coalesced:
             self._account_drop(conn, DataClass.STATE, coalesced, "coalesced")
         conn.execute("UPDATE meta SET value=? WHERE key='next_seq'", (seq,))
@@ -883,10 +883,10 @@ class Outbox:
         for a, b in ack.ranges:
             # Aggregate in SQLite, then delete: no Python object per deleted row.
             count, size = conn.execute(
-                f"SELECT COUNT(*), COALESCE(SUM(length(body)), 0) FROM {table} WHERE seq BETWEEN ? AND ?",
+                f"SELECT COUNT(*), COALESCE(SUM(length(body)), 0) FROM {table} WHERE seq BETWEEN ? AND ?",  # nosec B608
                 (a, b)).fetchone()
             if count:
-                conn.execute(f"DELETE FROM {table} WHERE seq BETWEEN ? AND ?", (a, b))
+                conn.execute(f"DELETE FROM {table} WHERE seq BETWEEN ? AND ?", (a, b))  # nosec B608
                 self._bytes -= size + ROW_OVERHEAD * count
                 n += count
         if ack.skip_ids:

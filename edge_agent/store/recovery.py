@@ -45,7 +45,7 @@ def salvage(db: Path, new_start: int) -> tuple[list[Announcement], int | None]:
     try:
         for table in TABLES:
             try:
-                seqs += [r[0] for r in conn.execute(f"SELECT seq FROM {table}") if isinstance(r[0], int)]
+                seqs += [r[0] for r in conn.execute(f"SELECT seq FROM {table}") if isinstance(r[0], int)]  # nosec B608
             except sqlite3.Error:
                 complete = False
         try:
@@ -71,7 +71,7 @@ def shift_run(conn: sqlite3.Connection, epoch: int, delta: int) -> int:
     """
     moved = 0
     for table in TABLES:
-        moved += conn.execute(f"UPDATE {table} SET seq = seq + ? WHERE seq >= ?", (delta, epoch)).rowcount
+        moved += conn.execute(f"UPDATE {table} SET seq = seq + ? WHERE seq >= ?", (delta, epoch)).rowcount  # nosec B608
     conn.execute("UPDATE skipped SET first = first + ?, last = last + ? WHERE first >= ?", (delta, delta, epoch))
     return moved
 
@@ -86,9 +86,9 @@ def renumber(conn: sqlite3.Connection, cls: DataClass, ranges: list[list[int]], 
     cols = "seq, ts, kind, body, key" if cls is DataClass.STATE else "seq, ts, kind, body"
     rows: list[tuple[object, ...]] = []
     for a, b in ranges:
-        rows += conn.execute(f"DELETE FROM {table} WHERE seq BETWEEN ? AND ? RETURNING {cols}", (a, b)).fetchall()
+        rows += conn.execute(f"DELETE FROM {table} WHERE seq BETWEEN ? AND ? RETURNING {cols}", (a, b)).fetchall()  # nosec B608
     rows.sort(key=lambda r: int(r[0]))  # type: ignore[call-overload]
     marks = ",".join("?" * len(cols.split(",")))
-    conn.executemany(f"INSERT INTO {table} VALUES ({marks})",
+    conn.executemany(f"INSERT INTO {table} VALUES ({marks})",  # nosec B608
                      [(next_seq + i, *r[1:]) for i, r in enumerate(rows)])
     return len(rows), next_seq + len(rows)

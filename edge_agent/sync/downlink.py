@@ -1,7 +1,8 @@
-"""Downlink commands: `{prefix}/{site}/{device}/cmd/{name}` with {"id": str, "args": {...}}.
+"""Downlink commands: `{prefix}/{site}/{device}/cmd/{name}` with {"id": str, "args": {...}, "auth": {...}}.
 
-`CommandRouter.handle` never raises: malformed payloads, unknown commands and failing handlers all
-become an error result (and a log line with the reason).
+`CommandRouter.handle` never raises: malformed payloads, unsigned/forged/expired/replayed/other-device
+commands (edge_agent/sync/cmdauth.py), unknown commands and failing handlers all become an error result
+(and a log line with the reason). A refused command's result says `"refused": true`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import re
 from typing import Any
 
 from edge_agent.core.ports import CommandError, Handler
+from edge_agent.sync.cmdauth import CommandAuth
 
 logger = logging.getLogger(__name__)
 
@@ -22,14 +24,22 @@ __all__ = ["CommandError", "CommandRouter", "Handler"]  # CommandError lives in 
 
 
 class CommandRouter:
-    def __init__(self, handlers: dict[str, Handler]) -> None:
+    """`auth=None` runs unsigned commands: only for tests of the parsing; the agent always passes one."""
+
+    def __init__(self, handlers: dict[str, Handler], auth: CommandAuth | None) -> None:
         self.handlers = handlers
+        self.auth = auth
         self.rejected = 0
+        self.refused = 0
 
     def _reject(self, name: str, cmd_id: str | None, reason: str) -> dict[str, Any]:
         self.rejected += 1
         logger.warning("rejected command %r: %s", name[:40], reason)
         return {"id": cmd_id, "cmd": name[:40], "ok": False, "error": reason}
+
+    def _refuse(self, name: str, cmd_id: str, reason: str) -> dict[str, Any]:
+        self.refused += 1
+        return {**self._reject(name, cmd_id, f"refused: {reason}"), "refused": True}
 
     def handle(self, name: str, payload: bytes) -> dict[str, Any]:
         """Decode, dispatch and answer one command; the answer is published on the result topic."""
@@ -49,6 +59,10 @@ class CommandRouter:
         args = doc.get("args", {})
         if not isinstance(args, dict):
             return self._reject(name, cmd_id, "args must be an object")
+        if self.auth is not None:
+            reason = self.auth.admit(name, doc)
+            if reason is not None:
+                return self._refuse(name, cmd_id, reason)
         handler = self.handlers.get(name)
         if handler is None:
             return self._reject(name, cmd_id, f"unknown command; known: {sorted(self.handlers)}")

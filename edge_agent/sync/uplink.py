@@ -251,7 +251,7 @@ class Uplink:
     def _rebuild_client(self) -> None:
         try:
             self.client.disconnect()
-        except Exception:  # noqa: BLE001 - the old socket may already be gone
+        except Exception:  # noqa: BLE001  # nosec B110: the old socket may already be gone
             pass
         self.client = self._make_client()
 
@@ -260,7 +260,7 @@ class Uplink:
             if not self._connect_once():
                 try:
                     self.client.disconnect()
-                except Exception:  # noqa: BLE001
+                except Exception:  # noqa: BLE001  # nosec B110: a failed connect leaves nothing to close
                     pass
                 if self.state is Link.REFUSED:
                     self._rebuild_client()

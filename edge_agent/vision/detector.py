@@ -1,28 +1,23 @@
-"""Person detector plugins. `OnnxDetector` runs YOLOX (or YOLOv8-style) ONNX models with onnxruntime.
+"""Object detector plugins. `OnnxDetector` runs YOLOX (or YOLOv8-style) COCO ONNX models with onnxruntime,
+keeping the classes a camera asks for (people by default, vehicles for a car park).
 
 Raises ModelError for a missing model, a checksum mismatch or an unavailable provider.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from edge_agent.vision.geometry import Letterbox, nms, xywh_to_xyxy
+from edge_agent.vision.model import Manifest, ModelError
 
 logger = logging.getLogger(__name__)
 
 PERSON = 0
-
-
-class ModelError(RuntimeError):
-    """The model cannot be used: missing, corrupt, or not runnable here."""
 
 
 class Detector(Protocol):
@@ -31,8 +26,9 @@ class Detector(Protocol):
         ...
 
 
-def decode_yolox(out: np.ndarray, size: int, strides: tuple[int, ...] = (8, 16, 32)) -> tuple[np.ndarray, np.ndarray]:
-    """Raw YOLOX output (A, 5+C) → (xyxy boxes in input pixels, person scores)."""
+def decode_yolox(out: np.ndarray, size: int, strides: tuple[int, ...] = (8, 16, 32),
+                 classes: tuple[int, ...] = (PERSON,)) -> tuple[np.ndarray, np.ndarray]:
+    """Raw YOLOX output (A, 5+C) → (xyxy boxes in input pixels, scores of the best of `classes`)."""
     grids, mult = [], []
     for s in strides:
         n = size // s
@@ -45,77 +41,57 @@ def decode_yolox(out: np.ndarray, size: int, strides: tuple[int, ...] = (8, 16, 
         raise ModelError(f"YOLOX output has {len(out)} anchors, expected {len(grid)} for input {size}")
     xy = (out[:, :2] + grid) * stride
     wh = np.exp(np.clip(out[:, 2:4], -10, 10)) * stride
-    scores = out[:, 4] * out[:, 5 + PERSON]
+    scores = out[:, 4] * out[:, [5 + c for c in classes]].max(1)
     return xywh_to_xyxy(np.concatenate([xy, wh], 1)), scores
 
 
-def decode_yolov8(out: np.ndarray, classes: int = 80) -> tuple[np.ndarray, np.ndarray]:
+def decode_yolov8(out: np.ndarray, n_classes: int = 80,
+                  classes: tuple[int, ...] = (PERSON,)) -> tuple[np.ndarray, np.ndarray]:
     """YOLOv8-style output (4+C, A) or (A, 4+C) with cx, cy, w, h and class scores (no objectness)."""
-    if out.shape[0] == 4 + classes and out.shape[1] != 4 + classes:
+    if out.shape[0] == 4 + n_classes and out.shape[1] != 4 + n_classes:
         out = out.T
-    elif out.shape[1] != 4 + classes:
-        raise ModelError(f"YOLOv8 output {out.shape} has no axis of 4+{classes} channels")
-    return xywh_to_xyxy(out[:, :4]), out[:, 4 + PERSON]
+    elif out.shape[1] != 4 + n_classes:
+        raise ModelError(f"YOLOv8 output {out.shape} has no axis of 4+{n_classes} channels")
+    return xywh_to_xyxy(out[:, :4]), out[:, [4 + c for c in classes]].max(1)
 
 
 DECODERS = ("yolox", "yolov8")
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+class Runner(Protocol):
+    """What runs the model: a `session.SharedSession` (one per detector name, shared by cameras)."""
 
+    manifest: Manifest
 
-@dataclass
-class Manifest:
-    path: Path
-    sha256: str
-    size: int
-    decoder: str
-    strides: tuple[int, ...]
-
-    @classmethod
-    def load(cls, model_dir: Path) -> Manifest:
-        mf = model_dir / "manifest.json"
-        if not mf.exists():
-            raise ModelError(f"no manifest.json in {model_dir}")
-        doc = json.loads(mf.read_text())
-        return cls(model_dir / doc["file"], doc["sha256"], int(doc["input"]["shape"][-1]),
-                   doc["output"]["decoder"], tuple(doc["output"].get("strides", (8, 16, 32))))
+    def run(self, blob: np.ndarray) -> np.ndarray: ...
 
 
 class OnnxDetector:
-    """onnxruntime person detector; verifies the model's sha256 before loading it."""
+    """YOLOX/YOLOv8 detector for one camera on a (possibly shared) onnxruntime session.
 
-    def __init__(self, model_dir: Path, providers: list[str] | None = None, threads: int = 2,
-                 conf: float = 0.3, iou: float = 0.45, input_size: int | None = None) -> None:
-        import onnxruntime as ort
+    `classes` are the COCO ids kept (person by default; car/bus/truck for a car park); a box's score is
+    objectness × its best kept class. Without `session` the detector loads its own, checking the model's
+    sha256 first.
+    """
 
-        self.manifest = m = Manifest.load(Path(model_dir))
-        if not m.path.exists():
-            raise ModelError(f"model file {m.path} is missing")
-        digest = sha256_of(m.path)
-        if digest != m.sha256:
-            raise ModelError(f"model {m.path} has sha256 {digest[:16]}…, manifest says {m.sha256[:16]}…")
+    def __init__(self, model_dir: Path | None = None, providers: list[str] | None = None, threads: int = 2,
+                 conf: float = 0.3, iou: float = 0.45, input_size: int | None = None,
+                 classes: tuple[int, ...] = (PERSON,), session: Runner | None = None,
+                 fallback: bool = False) -> None:
+        if session is None:
+            from edge_agent.vision.session import SharedSession  # the session module builds on this one
+
+            session = SharedSession(Path(model_dir or default_model_dir()), providers, threads, fallback)
+        self.session = session
+        self.manifest = m = session.manifest
         if m.decoder not in DECODERS:
             raise ModelError(f"unknown decoder {m.decoder!r}")
-        wanted = providers or ["CPUExecutionProvider"]
-        missing = [p for p in wanted if p not in ort.get_available_providers()]
-        if missing:
-            raise ModelError(f"onnxruntime providers {missing} not available here "
-                             f"(have {ort.get_available_providers()})")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(m.path), opts, providers=wanted)
-        self.input_name = self.session.get_inputs()[0].name
+        if not classes or any(not 0 <= c < 80 for c in classes):
+            raise ValueError(f"classes must be COCO ids 0..79, got {classes}")
+        self.classes = tuple(classes)
         self.size = input_size or m.size
         self.conf, self.iou = conf, iou
         self._buf: np.ndarray | None = None
-        self.session.run(None, {self.input_name: np.full((1, 3, self.size, self.size), 114, np.float32)})  # warm-up
 
     def preprocess(self, frame: np.ndarray) -> tuple[np.ndarray, Letterbox]:
         import cv2
@@ -132,14 +108,13 @@ class OnnxDetector:
 
     def detect(self, frame: np.ndarray) -> np.ndarray:
         blob, lb = self.preprocess(frame)
-        out = self.session.run(None, {self.input_name: blob})[0][0]
-        return self.postprocess(out, lb)
+        return self.postprocess(self.session.run(blob), lb)
 
     def postprocess(self, out: np.ndarray, lb: Letterbox) -> np.ndarray:
         if self.manifest.decoder == "yolox":
-            boxes, scores = decode_yolox(out, self.size, self.manifest.strides)
+            boxes, scores = decode_yolox(out, self.size, self.manifest.strides, self.classes)
         else:
-            boxes, scores = decode_yolov8(out)
+            boxes, scores = decode_yolov8(out, classes=self.classes)
         keep = scores >= self.conf
         boxes, scores = boxes[keep], scores[keep]
         if not len(boxes):

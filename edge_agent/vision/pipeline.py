@@ -40,8 +40,10 @@ def line_roi(lines: list[LineCounter], w: int, h: int, pad: int) -> tuple[int, i
 
 class Pipeline:
     def __init__(self, detector: Detector, lines: list[LineCounter], zones: list[Zone] | None = None,
-                 gate: GateConfig | None = None, tracker: TrackerConfig | None = None) -> None:
+                 gate: GateConfig | None = None, tracker: TrackerConfig | None = None,
+                 must_detect: Callable[[list[Track]], bool] | None = None) -> None:
         self.detector = detector
+        self.must_detect = must_detect  # a job's own reason to detect now (a guarded e-fence zone occupied)
         self.lines = lines
         self.zones = zones or []
         self.tracker = ByteTracker(tracker)
@@ -88,7 +90,8 @@ class Pipeline:
             motion = self._motion(get()) if not live else 0.0
             if live and self.motion is not None:
                 self.motion.prev = None  # a stale reference frame would fake motion later
-            detect = self.gate.should_detect(motion, len(live), self._near_line(live))
+            urgent = self._near_line(live) or (self.must_detect is not None and self.must_detect(live))
+            detect = self.gate.should_detect(motion, len(live), urgent)
         dets = self.detector.detect(get()) if detect else None
         tracks = self.tracker.step(dets)
         crossings = self._count(tracks, index, t)

@@ -2,8 +2,12 @@
 
 Records: `vision.count` (measurement, per interval and line), `vision.crossing` (measurement, one per
 crossing, when enabled), `vision.occupancy` (state: ins − outs and zone occupancy), and
-`vision.camera` (state: available / unavailable). No image ever leaves the device; debug snapshots
-(an annotated JPEG per crossing) are written locally only when `snapshot_dir` is set, and rotated.
+`vision.camera` (state: available / unavailable). The other jobs of the same pipeline (vision/jobs.py):
+`vision.intrusion` (transaction: alarm / cleared), `vision.density_alert` (transaction: level change) and
+`vision.density` (state, per interval), `vision.carpark` (state: free spaces, also on the LED board).
+Cameras naming the same `detector` share one onnxruntime session (vision/session.py). No image ever leaves
+the device; debug snapshots (an annotated JPEG per crossing) are written locally only when `snapshot_dir`
+is set, and rotated.
 """
 
 from __future__ import annotations
@@ -28,30 +32,43 @@ class VisionProducer:
     def commands(self) -> dict[str, Handler]:
         return {}
 
-    def _pipeline(self) -> Any:
+    def _pipeline(self, must_detect: Any = None) -> Any:
         from edge_agent.vision.counting import LineCounter, Zone
         from edge_agent.vision.detector import OnnxDetector, default_model_dir
         from edge_agent.vision.gating import GateConfig
         from edge_agent.vision.pipeline import Pipeline
+        from edge_agent.vision.session import POOL, SessionSpec
 
         c = self.cfg
-        det = OnnxDetector(Path(c.model) if c.model else default_model_dir(), providers=list(c.providers),
-                           threads=c.threads)
+        spec = SessionSpec(Path(c.model) if c.model else default_model_dir(), tuple(c.providers), c.threads,
+                           c.provider_fallback, c.trt_cache_dir, c.trt_fp16, c.spin)
+        det = OnnxDetector(classes=c.class_ids(), session=POOL.get(c.detector, spec))
         lines = [LineCounter(ln.name, ln.points[:2], ln.points[2:], ln.margin_px) for ln in c.lines]
         zones = [Zone(z.name, list(z.polygon)) for z in c.zones]
-        return Pipeline(det, lines, zones, gate=None if c.every_frame else GateConfig(stride=c.stride))
+        return Pipeline(det, lines, zones, gate=None if c.every_frame else GateConfig(stride=c.stride),
+                        must_detect=must_detect)
 
     def run(self, stop: threading.Event) -> None:
+        from edge_agent.vision.jobshell import Jobs
+
+        jobs = Jobs(self.cfg, self.ctx.sink)
+        pipe = self._pipeline(jobs.must_detect if self.cfg.intrusion else None)
+        try:
+            self._loop(stop, pipe, jobs)
+        finally:
+            jobs.close()  # the LED board's port
+
+    def _loop(self, stop: threading.Event, pipe: Any, jobs: Any) -> None:
         from edge_agent.vision.pipeline import Aggregator
         from edge_agent.vision.sources import SourceUnavailable, open_source
 
         c, sink = self.cfg, self.ctx.sink
-        pipe = self._pipeline()
         agg = Aggregator(c.interval_s)
         backoff = Backoff(1, 60)
         available: bool | None = None
         t, last = 0.0, 0
         while not stop.is_set():
+            t0: float | None = None  # a replayed file's frame times restart at 0: so does the jobs' offset
             try:
                 for frame in open_source(c.source):
                     if stop.is_set():
@@ -60,20 +77,27 @@ class VisionProducer:
                         available = True
                         sink.put(DataClass.STATE, "vision.camera", {"camera": c.name, "available": True},
                                  key=f"camera:{c.name}")
+                    if t0 is None:  # a file's frame times start at 0: the jobs' clock starts now
+                        t0 = 0.0 if frame.t > 1e9 else self.ctx.clock.time()
                     t = frame.t
                     r = pipe.process(lambda f=frame: f.image, frame.index, frame.t)
+                    jobs.tick(t0 + frame.t, r.tracks, r.crossings)
                     if r.crossings and c.snapshot_dir is not None:
                         self._snapshot(frame, r, pipe)
                     self._publish(sink, r.crossings, frame.t)
                     for interval in agg.add(r.crossings, frame.t):
                         self._emit(sink, pipe, interval)
+                        jobs.emit_interval()
                     last = frame.index
                 tail = pipe.close(last)  # end of a file: side changes held to the end count
                 self._publish(sink, tail, t)
+                jobs.crossed(tail)
                 for interval in agg.add(tail, t):
                     self._emit(sink, pipe, interval)
+                    jobs.emit_interval()
                 for interval in agg.add([], t + c.interval_s):  # end of a file: flush the open interval
                     self._emit(sink, pipe, interval)
+                    jobs.emit_interval()
                 if not c.loop:
                     stop.wait()
                     return

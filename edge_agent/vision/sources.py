@@ -76,9 +76,9 @@ def frame_count(spec: str) -> int | None:
         import cv2
 
         cap = cv2.VideoCapture(str(p))
-        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))  # the container's claim: may be wrong (see cli.Progress)
         cap.release()
-        return n or None
+        return n if n > 0 else None
     return None
 
 

@@ -162,7 +162,7 @@ class Node:
                 if self.inflight is not None and upto >= self.inflight[0]:
                     self.inflight = None  # send the next batch at once
         elif leaf == "config/set":
-            clean, errors = config.validate(msg.get("set"))
+            clean, errors = config.validate(msg.get("set"), True)
             restart = any(k in config.RESTART and clean[k] != self.cfg[k] for k in clean)
             if clean:
                 self.cfg.update(clean)

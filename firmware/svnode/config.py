@@ -36,20 +36,25 @@ _NUM = {
     "ring_slots": (int, 16, 4096),
 }
 SECRET = ("psk", "mqtt_pass")
+# set on the node only (flash, by the technician), never by config/set: who the node is, which Wi-Fi it joins and
+# which broker it trusts. Otherwise a neighbour's config/set could move the node to their network or broker.
+LOCAL_ONLY = ("node_id", "ssid", "psk", "broker", "port", "prefix", "mqtt_pass", "tls", "ca")
 # changing these needs a restart of the MQTT session or the hardware set-up
 RESTART = ("node_id", "broker", "port", "prefix", "ssid", "psk", "keepalive_s", "wdt_ms", "door_pins",
            "i2c_scl", "i2c_sda", "nh3_pin", "h2s_pin", "ring_slots", "mqtt_pass", "tls", "ca")
 
 
-def validate(patch):
-    """A dict of changes -> (clean changes, errors). Unknown keys and bad values are errors; a
-    patch with any error changes nothing."""
+def validate(patch, remote=False):
+    """A dict of changes -> (clean changes, errors). Unknown keys and bad values are errors, and so are
+    LOCAL_ONLY keys when `remote` (config/set); a patch with any error changes nothing."""
     if not isinstance(patch, dict):
         return {}, ["config must be a JSON object"]
     clean, errors = {}, []
     for k, v in patch.items():
         if k not in DEFAULTS:
             errors.append("unknown key %s" % k)
+        elif remote and k in LOCAL_ONLY:
+            errors.append("%s cannot be changed remotely (set on the node)" % k)
         elif k in _NUM:
             kind, lo, hi = _NUM[k]
             if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and not isinstance(v, int)):

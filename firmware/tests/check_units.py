@@ -27,6 +27,13 @@ for bad in ({"interval_s": 0}, {"interval_s": "5"}, {"interval_s": True}, {"nope
             {"door_pins": [1, 99]}, {"interval_s": 5, "port": 0}, [1, 2], None):
     clean, errors = config.validate(bad)
     assert errors and not clean, bad
+# -- config/set cannot move the node to another Wi-Fi or broker, nor rename it; its flash file still can
+for key, value in (("ssid", "evil-ap"), ("psk", "evil-pass"), ("broker", "10.0.0.66"), ("port", 1884),
+                   ("tls", False), ("ca", "evil.der"), ("mqtt_pass", "x"), ("node_id", "n9"), ("prefix", "p")):
+    clean, errors = config.validate({key: value, "interval_s": 5}, True)
+    assert not clean and errors == ["%s cannot be changed remotely (set on the node)" % key], (key, errors)
+clean, errors = config.validate({"ssid": "site-ap", "psk": "pw", "broker": "192.168.4.2"})
+assert clean == {"ssid": "site-ap", "psk": "pw", "broker": "192.168.4.2"} and not errors
 config.save("cfg.json", dict(config.DEFAULTS, interval_s=7, psk="secret"))
 cfg = config.load("cfg.json")
 assert cfg["interval_s"] == 7 and config.public(cfg)["psk"] == "***"
