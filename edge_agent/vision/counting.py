@@ -6,6 +6,8 @@ s < 0 is "in", the reverse "out". Rules that stop the usual over-counting:
   `margin_rel` × the box height when that is smaller: 8 px is a fifth of a small, distant person), so
   jitter on the line never flips it (a track's first sighting takes the side it is on);
 - segment: the path must cross the line between A and B (extended lines do not count);
+- no teleports: a foot point that moves more than `max_step_rel` × the box height per frame is an id the
+  tracker swapped onto someone else (a person behind, at another depth): the path starts afresh there;
 - hold: a side change is a candidate until the track is seen beyond the margin on the new side on
   `hold` observations; going back first cancels it (an excursion over the line is no crossing, so a
   person dithering on the line never counts). A track may cross any number of times (a walker who goes
@@ -46,13 +48,13 @@ class _TrackState:
 class LineCounter:
     def __init__(self, name: str, a: tuple[float, float], b: tuple[float, float], margin: float = 8.0,
                  inherit_radius: float = 40.0, inherit_frames: int = 15, hold: int = 2,
-                 margin_rel: float = 0.1) -> None:
+                 margin_rel: float = 0.1, max_step_rel: float = 0.3) -> None:
         if a == b:
             raise ValueError(f"line {name!r}: the two end points are the same")
         self.name, self.a, self.b, self.margin = name, a, b, margin
         self.length = math.dist(a, b)
         self.inherit_radius, self.inherit_frames, self.hold = inherit_radius, inherit_frames, hold
-        self.margin_rel = margin_rel
+        self.margin_rel, self.max_step_rel = margin_rel, max_step_rel
         self.states: dict[int, _TrackState] = {}
         self.ended: list[tuple[int, tuple[float, float], _TrackState]] = []
         self.counts = {"in": 0, "out": 0}
@@ -106,6 +108,11 @@ class LineCounter:
         """Feed one anchor point (and the box height, if known); returns the crossing counted now, if any."""
         p = (x, y)
         st = self._state_for(track, p, frame)
+        if (st.last is not None and height is not None and self.max_step_rel > 0
+                and math.dist(st.last, p) > self.max_step_rel * height * max(1, frame - st.last_frame)):
+            # The foot point jumped further than a walker can: the tracker swapped this id onto someone
+            # else (a person behind, at another depth). Not a path: start it afresh where it is now.
+            st.last, st.cross_pt, st.candidate, st.side = None, None, None, 0
         st.last_frame = frame
         st.confirmed = st.confirmed or confirmed
         if st.last is not None and (self.side_value(*st.last) > 0) != (self.side_value(*p) > 0):
