@@ -40,6 +40,7 @@ def run(video: str, det: OnnxDetector, w: int, h: int, gate: GateConfig | None) 
     t = time.perf_counter()
     for f in open_source(video):  # decoding is inside the timing: frames/s end to end
         pipe.process(lambda f=f: f.image, f.index)
+    pipe.close(pipe.stats.frames)  # end of the file: side changes held to the end count, as in `vision run`
     fps = pipe.stats.frames / (time.perf_counter() - t)
     return fps, pipe.counts()["mid"], pipe.stats.detections
 

@@ -35,26 +35,63 @@ def test_direction_follows_the_sign_rule() -> None:
     # A=(0,0) B=(0,100): s = -100 * x, so x < 0 is the positive side; positive -> negative is "in".
     ln = LineCounter("l", (0, 0), (0, 100), margin=5)
     assert walk(ln, 1, [(-20, 50), (-10, 50), (10, 50), (20, 50)]) == ["in"]
-    assert walk(ln, 2, [(20, 50), (-20, 50)]) == ["out"]
+    assert walk(ln, 2, [(20, 50), (-20, 50), (-25, 50)]) == ["out"]
     assert ln.counts == {"in": 1, "out": 1}
 
 
 def test_jitter_on_the_line_does_not_double_count() -> None:
     ln = LineCounter("l", (0, 0), (0, 100), margin=5)
-    path = [(-20, 50)] + [(x, 50) for x in (-3, 2, -4, 3, -1, 4, -2, 3)] * 5 + [(20, 50)]
+    path = [(-20, 50)] + [(x, 50) for x in (-3, 2, -4, 3, -1, 4, -2, 3)] * 5 + [(20, 50), (24, 50)]
     assert walk(ln, 1, path) == ["in"]
 
 
-def test_back_and_forth_counts_once_per_direction() -> None:
+def test_every_held_crossing_counts_but_an_excursion_does_not() -> None:
     ln = LineCounter("l", (0, 0), (0, 100), margin=5)
-    assert walk(ln, 1, [(-20, 50), (20, 50), (-20, 50), (20, 50), (-20, 50)]) == ["in", "out"]
+    # In, out and in again (a wanderer, PETS09-S2L1 has several): three crossings, not capped at one each way.
+    held = [(-20, 50), (20, 50), (25, 50), (-20, 50), (-25, 50), (20, 50), (25, 50)]
+    assert walk(ln, 1, held) == ["in", "out", "in"]
+    # Beyond the margin for one observation each time, then back: excursions, never counted.
+    assert walk(ln, 2, [(-20, 50), (20, 50), (-20, 50), (20, 50), (-20, 50), (-25, 50)]) == []
+    assert ln.counts == {"in": 2, "out": 1}
+
+
+def test_a_side_change_held_until_the_track_ends_counts_once_confirmed() -> None:
+    ln = LineCounter("l", (0, 0), (0, 100), margin=5)
+    assert walk(ln, 1, [(-20, 50), (-10, 50), (20, 50)]) == []  # seen once beyond: not yet held
+    assert [c.direction for c in ln.finish(1, 9)] == ["in"]  # the person left the picture over there
+    assert walk(ln, 2, [(-20, 50), (20, 50)], confirmed=False, start=20) == []
+    assert ln.finish(2, 30) == []  # a tentative track's crossing never counts
+    assert ln.counts == {"in": 1, "out": 0}
+
+
+def test_the_hysteresis_margin_shrinks_for_small_distant_people() -> None:
+    # 8 px is a fifth of a 40 px tall person far from the camera: with the box height the margin becomes
+    # 10 % of it, so a small walker who stops 5 px past the line still counts; a tall one does not.
+    far = LineCounter("l", (0, 0), (0, 100))
+    got = [far.update(1, x, 50, f, True, height=40) for f, x in enumerate([-12, -8, -4, 1, 5, 6], 1)]
+    assert [c.direction for c in got if c] == ["in"]
+    near = LineCounter("l", (0, 0), (0, 100))
+    got = [near.update(1, x, 50, f, True, height=200) for f, x in enumerate([-12, -8, -4, 1, 5, 6], 1)]
+    assert [c for c in got if c] == []
+
+
+def test_an_id_swapped_onto_someone_across_the_line_is_no_crossing() -> None:
+    # TUD-Campus: the tracker moves an id from a near person onto one behind, whose feet are far higher up.
+    ln = LineCounter("l", (0, 100), (400, 100))  # horizontal; below it (y > 100) is side > 0: up is "in"
+    frames = [(1, 130), (2, 131), (3, 130), (4, -30), (5, -31), (6, -32)]
+    got = [ln.update(1, 200, y, f, True, height=230) for f, y in frames]
+    assert [c for c in got if c] == []
+    # the same path at a walker's pace (a few pixels a frame) is a crossing
+    walk_up = [(f, 130 - 10 * (f - 1)) for f in range(1, 12)]
+    got = [ln.update(2, 200, y, f, True, height=230) for f, y in walk_up]
+    assert [c.direction for c in got if c] == ["in"]
 
 
 def test_crossing_outside_the_segment_does_not_count() -> None:
     ln = LineCounter("l", (0, 0), (0, 100), margin=5)
     assert walk(ln, 1, [(-20, 150), (20, 150)]) == []
     assert walk(ln, 2, [(-20, -10), (20, -10)]) == []
-    assert walk(ln, 3, [(-20, 99), (20, 99)]) == ["in"]
+    assert walk(ln, 3, [(-20, 99), (20, 99), (25, 99)]) == ["in"]
 
 
 def test_tentative_track_counts_only_once_confirmed() -> None:
@@ -73,7 +110,16 @@ def test_id_switch_near_the_line_inherits_state() -> None:
     assert walk(ln, 1, [(-30, 50), (-20, 50), (10, 50), (20, 50)]) == ["in"]
     ln.finish(1, 5)
     # the tracker lost id 1 and restarted the same person as id 7 right there
-    assert walk(ln, 7, [(22, 50), (-20, 50), (25, 50)], start=6) == ["out"]
+    assert walk(ln, 7, [(22, 50), (-20, 50), (-25, 50)], start=6) == ["out"]
+
+
+def test_re_birth_on_the_far_side_inherits_while_the_old_track_is_still_kept() -> None:
+    ln = LineCounter("l", (0, 0), (0, 100), margin=5)
+    walk(ln, 1, [(-30, 50), (-20, 50), (-8, 50)])  # then lost in a group, never finished by the tracker
+    assert walk(ln, 2, [(12, 50), (20, 50)], start=6) == ["in"]  # re-born over the line 3 frames later
+    assert walk(ln, 1, [(20, 50), (25, 50)], start=9) == []  # the old id comes back: no second count
+    assert walk(ln, 3, [(-20, 50), (20, 50), (25, 50)], start=40) == ["in"]  # far in time: its own track
+    assert ln.counts == {"in": 2, "out": 0}
 
 
 def test_zone_occupancy_and_dwell() -> None:

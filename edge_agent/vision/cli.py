@@ -76,8 +76,9 @@ def build_pipeline(args: argparse.Namespace, lines: list[LineCounter]) -> Any:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from edge_agent.vision.evaluate import Boxes, count_crossings, load_mot, mot_metrics
+    from edge_agent.vision.evaluate import Boxes, load_mot, mot_metrics
     from edge_agent.vision.sources import frame_count, image_folder
+    from edge_agent.vision.truth import MIN_FRAMES, tally, true_crossings
 
     seq = Path(args.sequence)
     gt_file = seq / "gt" / "gt.txt"
@@ -98,13 +99,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
             writer.write(draw(f.image, r.tracks, [line]))
         progress.update(i)
     progress.finish()
+    pipe.close(pipe.stats.frames)  # the sequence ends: crossings held to the end count
     if writer:
         writer.close()
     gt = load_mot(gt_file)
-    truth = count_crossings(gt, LineCounter("gt", line.a, line.b, line.margin))
+    truth = tally(true_crossings(gt, line.a, line.b))  # the referee: ground truth alone, no counting rules
     m = mot_metrics(gt, hyp)
     print(f"frames {pipe.stats.frames}, detector ran on {pipe.stats.detections}; "
-          f"FN {m['fn']} FP {m['fp']} ID switches {m['idsw']} of {m['gt']} boxes")
+          f"FN {m['fn']} FP {m['fp']} ID switches {m['idsw']} of {m['gt']} boxes; truth: every side change of a "
+          f"GT box's bottom-centre over the segment held {MIN_FRAMES}+ frames")
     print(f"RESULT in={line.counts['in']} out={line.counts['out']} gt_in={truth['in']} gt_out={truth['out']} "
           f"mota={m['mota']:.3f} idf1={m['idf1']:.3f}")
     return 0
@@ -136,6 +139,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             progress.update(i)
             if args.max_frames and i >= args.max_frames:
                 break
+        for c in pipe.close(pipe.stats.frames):
+            print(f"\nframe {c.frame}: track {c.track} {c.direction} over {c.line} (held to the end)", file=sys.stderr)
     except SourceUnavailable as err:
         print(f"source unavailable: {err}", file=sys.stderr)
         return 1

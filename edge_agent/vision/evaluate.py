@@ -32,7 +32,7 @@ def load_mot(path: Path) -> Boxes:
 
 
 def count_crossings(tracks: Boxes, line: LineCounter) -> dict[str, int]:
-    """Crossings of every track's bottom-centre path, same rule as the pipeline (all tracks confirmed)."""
+    """Our counting rule replayed on boxes (all tracks confirmed). Not the referee: see vision/truth.py."""
     frames = sorted(tracks)
     alive: set[int] = set()
     for f in frames:

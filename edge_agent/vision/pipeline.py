@@ -108,7 +108,7 @@ class Pipeline:
         now = {tr.id for tr in self.tracker.tracks}
         for gone in self._alive - now:
             for ln in self.lines:
-                ln.finish(gone, index)
+                crossings += ln.finish(gone, index)  # a crossing held until the track ended
             for z in self.zones:
                 z.finish(gone, t)
         self._alive = now
@@ -119,16 +119,28 @@ class Pipeline:
             # person over a line they never crossed (stopped, turned back). The gate forces a detection
             # when a crossing is predicted, so observations near a line stay dense.
             for ln in self.lines if tr.age == 0 else ():
-                c = ln.update(tr.id, x, y, index, tr.confirmed)
+                c = ln.update(tr.id, x, y, index, tr.confirmed, float(b[3] - b[1]))
                 if c is not None:
                     crossings.append(c)
-                    if c.direction == "in":
-                        self.occupancy.ins += 1
-                    else:
-                        self.occupancy.outs += 1
             if tr.confirmed:
                 for z in self.zones:
                     z.update(tr.id, x, y, t)
+        for c in crossings:
+            if c.direction == "in":
+                self.occupancy.ins += 1
+            else:
+                self.occupancy.outs += 1
+        return crossings
+
+    def close(self, index: int) -> list[Crossing]:
+        """End of the source: every track ends here, so side changes held to the end count."""
+        crossings = [c for tid in sorted(self._alive) for ln in self.lines for c in ln.finish(tid, index)]
+        self._alive = set()
+        for c in crossings:
+            if c.direction == "in":
+                self.occupancy.ins += 1
+            else:
+                self.occupancy.outs += 1
         return crossings
 
     def counts(self) -> dict[str, dict[str, int]]:

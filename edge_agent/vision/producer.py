@@ -66,7 +66,7 @@ class VisionProducer:
         agg = Aggregator(c.interval_s)
         backoff = Backoff(1, 60)
         available: bool | None = None
-        t = 0.0
+        t, last = 0.0, 0
         while not stop.is_set():
             t0: float | None = None  # a replayed file's frame times restart at 0: so does the jobs' offset
             try:
@@ -84,16 +84,17 @@ class VisionProducer:
                     jobs.tick(t0 + frame.t, r.tracks, r.crossings)
                     if r.crossings and c.snapshot_dir is not None:
                         self._snapshot(frame, r, pipe)
-                    for x in r.crossings:  # e.g. a gate role adding camera-counted doors to its occupancy
-                        self.ctx.bus.publish(f"vision/{c.name}/{x.line}", x.direction)
-                    if c.emit_crossings:
-                        for x in r.crossings:
-                            sink.put(DataClass.MEASUREMENT, "vision.crossing",
-                                     {"camera": c.name, "line": x.line, "dir": x.direction, "track": x.track},
-                                     ts=frame.t if frame.t > 1e9 else None)
+                    self._publish(sink, r.crossings, frame.t)
                     for interval in agg.add(r.crossings, frame.t):
                         self._emit(sink, pipe, interval)
                         jobs.emit_interval()
+                    last = frame.index
+                tail = pipe.close(last)  # end of a file: side changes held to the end count
+                self._publish(sink, tail, t)
+                jobs.crossed(tail)
+                for interval in agg.add(tail, t):
+                    self._emit(sink, pipe, interval)
+                    jobs.emit_interval()
                 for interval in agg.add([], t + c.interval_s):  # end of a file: flush the open interval
                     self._emit(sink, pipe, interval)
                     jobs.emit_interval()
@@ -107,6 +108,16 @@ class VisionProducer:
                     sink.put(DataClass.STATE, "vision.camera", {"camera": c.name, "available": False,
                                                                 "reason": str(err)[:200]}, key=f"camera:{c.name}")
                 stop.wait(backoff.next())
+
+    def _publish(self, sink: Sink, crossings: list[Any], t: float) -> None:
+        c = self.cfg
+        for x in crossings:  # e.g. a gate role adding camera-counted doors to its occupancy
+            self.ctx.bus.publish(f"vision/{c.name}/{x.line}", x.direction)
+        if c.emit_crossings:
+            for x in crossings:
+                sink.put(DataClass.MEASUREMENT, "vision.crossing",
+                         {"camera": c.name, "line": x.line, "dir": x.direction, "track": x.track},
+                         ts=t if t > 1e9 else None)
 
     def _snapshot(self, frame: Any, result: Any, pipe: Any) -> None:
         """Local, opt-in: the frame with boxes, ids and lines; keeps the newest `snapshot_keep`."""

@@ -112,11 +112,11 @@ def _match_centres(tracks: list[Track], dets: np.ndarray, free: list[int],
 class TrackerConfig:
     high: float = 0.5  # first association pass
     low: float = 0.1  # second pass (occluded people)
-    new_track: float = 0.6  # a detection must be this sure to start a track
+    new_track: float = 0.45  # a detection must be this sure to start a track (0.6 left small people untracked)
     match_iou: float = 0.2
     low_match_iou: float = 0.5
     centre_dist: float = 0.5  # fallback match: centre distance up to this × box height (0 = off)
-    min_hits: int = 3  # detection frames before a track is confirmed
+    min_hits: int = 2  # detection frames before a track is confirmed (3 lost people who appear near a line)
     max_age: int = 30  # frames a lost track is kept for re-association
 
 
@@ -164,12 +164,15 @@ class ByteTracker:
             remaining[i].lost = True
         high = high[rest_d]
         pairs3, rest_tent, rest_d3 = _match(tentative, high, c.match_iou)
-        for ti, di in pairs3:
-            t = tentative[ti]
-            t.update(high[di])
+        # A new track has no velocity yet: after skipped frames its box may have moved off the person.
+        unmatched = [tentative[i] for i in rest_tent]
+        pairs4, rest_u, rest_d3 = _match_centres(unmatched, high, rest_d3, c.centre_dist)
+        found = [(tentative[ti], high[di]) for ti, di in pairs3] + [(unmatched[ti], high[di]) for ti, di in pairs4]
+        for t, det in found:
+            t.update(det)
             if t.hits >= c.min_hits:
                 t.confirmed = True
-        dead = {id(tentative[i]) for i in rest_tent}
+        dead = {id(unmatched[i]) for i in rest_u}
         for di in rest_d3:
             if high[di, 4] >= c.new_track:
                 self.tracks.append(_new_track(self._next_id, high[di]))
