@@ -248,9 +248,20 @@ class PostgresBackend:
         self.conn.commit()
         return out
 
-    def _batch(self, cur: Any, b: Batch, now: float, strict: bool) -> Ingested:
+    @staticmethod
+    def _known_run(cur: Any, b: Batch) -> bool:
+        """Whether the batch's run is registered. A new run is checked under a per-device lock held to the
+        commit: two workers may be storing the first batches of one run at once, and without it the second
+        would see the first's seqs (committed) but not its run (not yet, when it looked), and refuse the run."""
         cur.execute("SELECT 1 FROM epochs WHERE device_id=%s AND first_seq=%s", (b.device, b.epoch))
-        if cur.fetchone() is None:
+        if cur.fetchone() is not None:
+            return True
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (b.device,))
+        cur.execute("SELECT 1 FROM epochs WHERE device_id=%s AND first_seq=%s", (b.device, b.epoch))
+        return cur.fetchone() is not None
+
+    def _batch(self, cur: Any, b: Batch, now: float, strict: bool) -> Ingested:
+        if not self._known_run(cur, b):
             cur.execute("SELECT last_seq FROM devices WHERE device_id=%s", (b.device,))
             row = cur.fetchone()
             if row and row[0] is not None and row[0] >= b.epoch:

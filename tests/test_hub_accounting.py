@@ -75,3 +75,51 @@ def test_losses_are_counted_with_their_reason(backend: Backend) -> None:
     assert dev["lost"] == [{"first": E + 5, "last": E + 6, "count": 2, "reason": "power_loss"}]
     assert dev["unknown"] == [{"first": E + 8, "last": E + 999, "reason": "power_loss"}]
     assert dev["lost_count"] == 2
+
+
+@pytest.mark.postgres
+def test_two_workers_storing_the_first_batches_of_a_run_at_once_do_not_refuse_it(pg_url: str) -> None:
+    """Worker B looks for the run, finds none; worker A then registers the run and commits its seqs; B must
+    not take A's seqs for a device that went back (that refusal made the device renumber records the hub
+    already held: a duplicate at the hub, seen in the two-worker fault test)."""
+    a, b = PostgresBackend(pg_url), PostgresBackend(pg_url)
+    real = b.conn
+
+    class Cursor:
+        def __init__(self, cur: object) -> None:
+            self.cur, self.looked = cur, False
+
+        def __enter__(self) -> Cursor:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.cur.close()  # type: ignore[attr-defined]
+
+        def execute(self, sql: str, args: object = None) -> object:
+            got = self.cur.execute(sql, args)  # type: ignore[attr-defined]
+            if sql.startswith("SELECT 1 FROM epochs") and not self.looked:
+                self.looked = True  # A stores the run's other class between B's look and what B does next
+                [other] = a.ingest([Batch("gate-1", "westlake", DataClass.STATE, "a1", E, 1, [E + 5, E + 6],
+                                          [1.0, 1.0], ["gate.occupancy"] * 2, ['{"n":1}', '{"n":2}'], [])], [])
+                assert other.stored == 2
+            return got
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.cur, name)
+
+    class Conn:
+        def cursor(self) -> Cursor:
+            return Cursor(real.cursor())
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+    b.conn = Conn()  # type: ignore[assignment]
+    try:
+        [res] = b.ingest([batch([E, E + 1], ['{"i":0}', '{"i":1}'])], [])
+        assert res.refused_top is None, "a run being registered by another worker was refused as a rewind"
+        assert res.stored == 2
+    finally:
+        b.conn = real
+        a.close()
+        b.close()
