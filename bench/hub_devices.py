@@ -54,6 +54,7 @@ def build(backend: Backend, n: int) -> Backend:
 
 
 def main(sizes: list[int]) -> None:
+    per_item: dict[int, float] = {}
     for n in sizes:
         with tempfile.TemporaryDirectory() as d:
             backend, schema = open_db(Path(d))
@@ -65,6 +66,12 @@ def main(sizes: list[int]) -> None:
             drop(schema)
         print(f"n={n:>6} gaps+skips={2 * n:>6}  /devices {dt * 1000:9.1f} ms  {dt / (2 * n) * 1e6:7.2f} us per item"
               f"  (gaps={len(dev['gaps'])} lost={len(dev['lost'])})")
+        per_item[n] = dt / (2 * n) * 1e6
+    small, large = min(per_item), max(per_item)
+    # Linear accounting keeps the cost per item flat; the quadratic one grew it in proportion to N (growth ~ N ratio).
+    print(f"RESULT items={2 * large} devices_ms={per_item[large] * 2 * large / 1000:.1f} "
+          f"us_per_item_small={per_item[small]:.2f} us_per_item_large={per_item[large]:.2f} "
+          f"growth={per_item[large] / per_item[small]:.2f} n_ratio={large / small:.0f}")
 
 
 if __name__ == "__main__":
