@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from hub.db import Backend, PostgresBackend, SqliteBackend
 from tests.helpers import Broker
 
 
@@ -48,3 +49,16 @@ def pg_url() -> Iterator[str]:
     yield f"{PG}{sep}options=-csearch_path%3D{schema}"
     with psycopg.connect(PG, autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """The hub's storage on both backends: a SQLite file and a schema of its own in the PostgreSQL service."""
+    b: Backend
+    if request.param == "sqlite":
+        b = SqliteBackend(str(tmp_path / "hub.db"))
+    else:
+        request.applymarker(pytest.mark.postgres)
+        b = PostgresBackend(request.getfixturevalue("pg_url"))
+    yield b
+    b.close()

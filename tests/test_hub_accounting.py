@@ -6,14 +6,12 @@ Batches go straight into the backend, as a worker hands them over after decoding
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from edge_agent.records import DataClass
 from edge_agent.sync.envelope import Batch
-from hub.db import Backend, PostgresBackend, SqliteBackend
+from hub.db import Backend, PostgresBackend
 
 E = 1_800_000_000_000_000  # the device's first run starts here
 
@@ -22,18 +20,6 @@ def batch(seqs: list[int], bodies: list[str], epoch: int = E, skipped: list[tupl
           ts: float = 1.0) -> Batch:
     return Batch("gate-1", "westlake", DataClass.TRANSACTION, f"b{seqs[0] if seqs else 0}", epoch, 1, seqs,
                  [ts] * len(seqs), ["gate.pass"] * len(seqs), bodies, skipped or [])
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    b: Backend
-    if request.param == "sqlite":
-        b = SqliteBackend(str(tmp_path / "hub.db"))
-    else:
-        request.applymarker(pytest.mark.postgres)
-        b = PostgresBackend(request.getfixturevalue("pg_url"))
-    yield b
-    b.close()
 
 
 def test_the_same_record_again_is_a_duplicate_a_different_one_a_conflict(backend: Backend) -> None:

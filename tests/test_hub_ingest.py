@@ -197,18 +197,6 @@ def test_status_shows_refusals_and_a_conflict_alarm(tmp_path: Path, capsys: pyte
     assert dev["conflicts"] == 1 and dev["rejected"] == {}
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    b: Backend
-    if request.param == "sqlite":
-        b = SqliteBackend(str(tmp_path / "hub.db"))
-    else:
-        request.applymarker(pytest.mark.postgres)
-        b = PostgresBackend(request.getfixturevalue("pg_url"))
-    yield b
-    b.close()
-
-
 def batch(seqs: list[int], body: str = '{"n":1}', kind: str = "gate.pass", device: str = "gate-1",
           skipped: list[tuple[int, int, int, str]] | None = None, epoch: int = E) -> envelope.Batch:
     return envelope.Batch(device, "westlake", DataClass.TRANSACTION, "b", epoch, 1, seqs, [1.7e9] * len(seqs),
