@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from hub.db import Backend, PostgresBackend, SqliteBackend
+from provisioning.ca import CertificateAuthority
 from tests.helpers import Broker
 
 
@@ -62,3 +63,11 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
         b = PostgresBackend(request.getfixturevalue("pg_url"))
     yield b
     b.close()
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> Iterator[CertificateAuthority]:
+    """A fresh city CA in the test's folder."""
+    ca = CertificateAuthority.init(tmp_path / "ca", "Test City CA")
+    yield ca
+    ca.close()

@@ -26,13 +26,6 @@ NOT_AUTHORIZED = 135
 
 
 @pytest.fixture
-def ca(tmp_path: Path) -> Iterator[CertificateAuthority]:
-    ca = CertificateAuthority.init(tmp_path / "ca", "Test City CA")
-    yield ca
-    ca.close()
-
-
-@pytest.fixture
 def secure(tmp_path: Path, ca: CertificateAuthority) -> Iterator[SecureBroker]:
     b = SecureBroker(tmp_path, ca)
     yield b

@@ -15,7 +15,6 @@ import statistics
 import threading
 import time
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -77,13 +76,6 @@ def good_seqs(backend: Backend) -> list[int]:
         rows = [r[0] for r in cur.fetchall()]
     backend.conn.commit()  # type: ignore[attr-defined]
     return rows
-
-
-@pytest.fixture
-def ca(tmp_path: Path) -> Iterator[CertificateAuthority]:
-    ca = CertificateAuthority.init(tmp_path / "ca", "Test City CA")
-    yield ca
-    ca.close()
 
 
 class Stream:

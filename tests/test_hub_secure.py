@@ -43,13 +43,6 @@ def batch(device: str, seqs: list[int], body: str, batch_id: str = "b1") -> byte
 
 
 @pytest.fixture
-def ca(tmp_path: Path) -> Iterator[CertificateAuthority]:
-    ca = CertificateAuthority.init(tmp_path / "ca", "Test City CA")
-    yield ca
-    ca.close()
-
-
-@pytest.fixture
 def secure(tmp_path: Path, ca: CertificateAuthority) -> Iterator[SecureBroker]:
     b = SecureBroker(tmp_path, ca, claim_port=None)
     yield b
