@@ -17,6 +17,19 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 IDENT = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
+def key_bytes(text: str, what: str = "key") -> bytes:
+    """The raw 32 bytes of a key given as base64 (standard or url-safe, padding optional) or hex; ValueError
+    naming `what` otherwise."""
+    t = text.strip()
+    try:
+        raw = bytes.fromhex(t) if len(t) == 64 else base64.b64decode(t + "=" * (-len(t) % 4), altchars=b"-_")
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise ValueError(f"{what} must be a raw 32-byte key in base64 or hex")
+    return raw
+
+
 class Base(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

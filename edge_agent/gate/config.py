@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-import base64
 import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from edge_agent.config.models import IDENT, Base, DisplayConfig, RoleConfig
+from edge_agent.config.models import IDENT, Base, DisplayConfig, RoleConfig, key_bytes
 
 MIN_KEY_BYTES = 16
 
 
 def public_key_bytes(text: str) -> bytes:
     """The raw 32 bytes of an Ed25519 public key given as base64 (standard or url-safe) or hex."""
-    t = text.strip()
-    try:
-        raw = bytes.fromhex(t) if len(t) == 64 else base64.b64decode(t + "=" * (-len(t) % 4), altchars=b"-_")
-    except ValueError:
-        raw = b""
-    if len(raw) != 32:
-        raise ValueError("public_key must be a raw 32-byte Ed25519 key in base64 or hex")
-    return raw
+    return key_bytes(text, "public_key (an Ed25519 key)")
 
 
 class ContactConfig(Base):

@@ -7,13 +7,12 @@ hub's X25519 public key that ID numbers are sealed to in registration records (p
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from edge_agent.config.models import IDENT, Base, RoleConfig
+from edge_agent.config.models import IDENT, Base, RoleConfig, key_bytes
 
 
 class PmsConfig(Base):
@@ -120,11 +119,4 @@ class KioskConfig(RoleConfig):
 
 def raw_key(text: str) -> bytes:
     """A 32-byte key given as base64 (standard or url-safe) or hex; ValueError otherwise."""
-    t = text.strip()
-    try:
-        raw = bytes.fromhex(t) if len(t) == 64 else base64.b64decode(t + "=" * (-len(t) % 4), altchars=b"-_")
-    except ValueError:
-        raw = b""
-    if len(raw) != 32:
-        raise ValueError("need a 32-byte key in base64 or hex")
-    return raw
+    return key_bytes(text)
