@@ -25,6 +25,7 @@ from edge_agent.registry import AgentConfig
 from edge_agent.store.counter import CounterFile
 from edge_agent.sync.cmdauth import CommandAuth
 from edge_agent.sync.downlink import CommandRouter
+from edge_agent.sync.session import read_password
 from hub.commands import CounterBook, Signer, generate_key, load_key, public_b64
 from tests.signing import HUB_KEY, HUB_PUB, SIGNER
 from tests.signing import signed as signed_payload
@@ -271,12 +272,12 @@ def test_secrets_cannot_be_written_into_the_config_file(tmp_path: Path, monkeypa
     (tmp_path / "agent.secret").write_text("s3cret\n")
     nodes = NodesConfig.model_validate({"type": "nodes", "username": "_agent",
                                         "password_file": str(tmp_path / "agent.secret")})
-    assert nodes.password() == "s3cret"
+    assert read_password(nodes.mqtt()) == "s3cret"  # what the nodes session logs in with
     by_env = NodesConfig.model_validate({"type": "nodes", "username": "_agent", "password_env": "SVE_NODES_PW"})
     with pytest.raises(ValueError, match="SVE_NODES_PW"):
-        by_env.password()
+        read_password(by_env.mqtt())
     monkeypatch.setenv("SVE_NODES_PW", "from-env")
-    assert by_env.password() == "from-env"
+    assert read_password(by_env.mqtt()) == "from-env"
     cfg = AgentConfig.model_validate({**base, "producers": [{**gate, "allowlist_key_env": "SVE_ALLOW"}]})
     monkeypatch.setenv("SVE_ALLOW", "short")
     with pytest.raises(ValueError, match="shorter than 16 bytes"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -36,17 +35,6 @@ class NodesConfig(RoleConfig):
         if self.password_env is not None and self.password_file is not None:
             raise ValueError(f"producer {self.name}: give one of password_env, password_file")
         return self
-
-    def password(self) -> str | None:
-        """The local broker password from the environment or its file; ValueError when named but absent."""
-        if self.password_env:
-            value = os.environ.get(self.password_env)
-            if value is None:
-                raise ValueError(f"nodes: environment variable {self.password_env} is not set")
-            return value
-        if self.password_file:
-            return self.password_file.read_text().strip()
-        return None
 
     def mqtt(self) -> MqttConfig:
         """The local broker as session settings (the nodes speak MQTT 3.1.1)."""
